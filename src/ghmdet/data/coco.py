@@ -1,0 +1,422 @@
+"""One COCO-format data path for the embedded tree crowns and COCO 2017: dataset, collate, DataModule.
+
+``CocoDetectionDataset`` returns ``(image, target)``:
+
+- ``image``: float32 ``[3, H, W]`` in ``[0, 1]``, RGB, native resolution (resizing and normalisation belong
+  to the model's own transform). Pixels are read as stored; EXIF orientation is not applied (COCO boxes
+  refer to the stored pixels).
+- ``target``: ``boxes`` float32 ``[K, 4]`` xyxy absolute pixels; ``labels`` int64 ``[K]`` contiguous
+  ``0..C-1`` (the position of the COCO category id in the sorted id list, ``dataset.category_ids``);
+  ``image_id`` int64 scalar (the COCO id); ``iscrowd`` int64 ``[K]``; ``area`` float32 ``[K]``.
+
+Images without annotations are kept (they train with all anchors negative); their ``boxes`` is ``[0, 4]``.
+Crowd boxes are kept with ``iscrowd=1``: the model ignores them in matching, the COCO metric uses them.
+Validation rules and the ``box_policy`` are described in :mod:`ghmdet.data.annotations`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from ghmdet.data.annotations import (
+    BoxPolicy,
+    CocoAnnotations,
+    DatasetError,
+    ImageRecord,
+    check_image_files,
+    load_coco_annotations,
+    read_num_classes,
+)
+from ghmdet.data.transforms import Target, Transform, build_train_transforms
+
+# Exceptions PIL raises for unreadable, truncated or hostile image files.
+_IMAGE_READ_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+
+
+class CocoDetectionDataset(Dataset[tuple[torch.Tensor, Target]]):
+    """Detection dataset over a COCO instances file, validated strictly at construction.
+
+    Args:
+        image_dir: folder holding the images (``file_name`` is relative to it).
+        ann_file: COCO instances JSON.
+        transforms: callable on ``(image, target)``, e.g. :class:`ghmdet.data.transforms.Compose`.
+        cache_images: decode every image once at construction and keep them as uint8 tensors (small sets;
+            forked dataloader workers share the cache copy-on-write).
+        box_policy: ``"error"`` or ``"repair"`` for degenerate / out-of-image boxes.
+        limit: keep only the first ``limit`` images (file order) after validating the whole file.
+    """
+
+    def __init__(
+        self,
+        image_dir: str | os.PathLike[str],
+        ann_file: str | os.PathLike[str],
+        transforms: Transform | None = None,
+        cache_images: bool = False,
+        box_policy: BoxPolicy = "error",
+        limit: int | None = None,
+    ) -> None:
+        self.image_dir = Path(image_dir)
+        self.ann_file = Path(ann_file)
+        if not self.image_dir.is_dir():
+            raise DatasetError(f"image folder not found: {self.image_dir} (images of {self.ann_file})")
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+            raise ValueError(f"limit must be a non-negative integer or None, got {limit!r}")
+        annotations: CocoAnnotations = load_coco_annotations(self.ann_file, box_policy=box_policy)
+        check_image_files(annotations, self.image_dir)
+        self.records: list[ImageRecord] = annotations.images if limit is None else annotations.images[:limit]
+        self.categories = annotations.categories
+        self.category_ids: list[int] = annotations.category_ids
+        self.category_names: list[str] = [category["name"] for category in annotations.categories]
+        self.repairs: dict[str, int] = dict(annotations.repairs)
+        self.tolerance_clips = annotations.tolerance_clips
+        self.box_policy = box_policy
+        self.transforms = transforms
+        self._sorted_category_ids = np.asarray(self.category_ids, dtype=np.int64)
+        self._cache: list[torch.Tensor] | None = None
+        if cache_images:
+            self._cache = [self._read_image(record) for record in self.records]
+
+    @property
+    def num_classes(self) -> int:
+        """Number of categories (labels are ``0..num_classes-1``)."""
+        return len(self.category_ids)
+
+    @property
+    def image_ids(self) -> list[int]:
+        """COCO image ids in dataset order."""
+        return [record.image_id for record in self.records]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def _read_image(self, record: ImageRecord) -> torch.Tensor:
+        path = self.image_dir / record.file_name
+        try:
+            with Image.open(path) as opened:
+                opened.load()  # decode now, so truncation surfaces here and not later in convert()
+                rgb = opened.convert("RGB")
+        except _IMAGE_READ_ERRORS as exc:
+            raise DatasetError(
+                f"{path}: cannot read image id={record.image_id} (listed in {self.ann_file}): "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        if rgb.size != (record.width, record.height):
+            raise DatasetError(
+                f"{path}: image id={record.image_id} is {rgb.size[0]}x{rgb.size[1]} but {self.ann_file} says "
+                f"{record.width}x{record.height}; the boxes would not match"
+            )
+        return torch.from_numpy(np.array(rgb, dtype=np.uint8)).permute(2, 0, 1).contiguous()
+
+    def load_image(self, index: int) -> torch.Tensor:
+        """The uint8 ``[3, H, W]`` image at ``index`` (from the cache when enabled)."""
+        if self._cache is not None:
+            return self._cache[index]
+        return self._read_image(self.records[index])
+
+    def labels_of(self, category_ids: np.ndarray) -> np.ndarray:
+        """Map COCO category ids to contiguous labels (all ids were validated against ``categories``)."""
+        return np.searchsorted(self._sorted_category_ids, category_ids).astype(np.int64)
+
+    def get_target(self, index: int) -> Target:
+        """The target dict of image ``index`` before transforms."""
+        record = self.records[index]
+        return {
+            "boxes": torch.from_numpy(record.boxes.copy()),
+            "labels": torch.from_numpy(self.labels_of(record.category_ids)),
+            "image_id": torch.tensor(record.image_id, dtype=torch.int64),
+            "iscrowd": torch.from_numpy(record.iscrowd.copy()),
+            "area": torch.from_numpy(record.area.copy()),
+        }
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, Target]:
+        image = self.load_image(index).to(torch.float32).div_(255.0)
+        target = self.get_target(index)
+        if self.transforms is not None:
+            image, target = self.transforms(image, target)
+        return image, target
+
+    def coco_ground_truth(self) -> dict[str, Any]:
+        """COCO-format dict of exactly what this dataset serves (after ``limit`` and repairs).
+
+        Original COCO image/category/annotation ids are kept, so predictions mapped back with
+        ``category_ids[label]`` can be scored with ``pycocotools.coco.COCO`` built from this dict.
+        """
+        images, annotations = [], []
+        for record in self.records:
+            images.append(
+                {
+                    "id": record.image_id,
+                    "file_name": record.file_name,
+                    "width": record.width,
+                    "height": record.height,
+                }
+            )
+            for box, category_id, crowd, area, annotation_id in zip(
+                record.boxes.tolist(),
+                record.category_ids.tolist(),
+                record.iscrowd.tolist(),
+                record.area.tolist(),
+                record.annotation_ids.tolist(),
+                strict=True,
+            ):
+                x1, y1, x2, y2 = box
+                annotations.append(
+                    {
+                        "id": annotation_id,
+                        "image_id": record.image_id,
+                        "category_id": category_id,
+                        "bbox": [x1, y1, x2 - x1, y2 - y1],
+                        "area": area,
+                        "iscrowd": crowd,
+                    }
+                )
+        return {
+            "info": {"description": f"ground truth served from {self.ann_file}"},
+            "licenses": [],
+            "images": images,
+            "annotations": annotations,
+            "categories": [dict(category) for category in self.categories],
+        }
+
+
+def collate_detection(
+    batch: Sequence[tuple[torch.Tensor, Target]],
+) -> tuple[list[torch.Tensor], list[Target]]:
+    """Keep variable-size images and targets as lists (torchvision detection models take lists)."""
+    images = [image for image, _ in batch]
+    targets = [target for _, target in batch]
+    return images, targets
+
+
+def _prepare_treecrowns(root: Path) -> None:
+    from ghmdet.data.treecrowns import build_treecrowns
+
+    build_treecrowns(root)
+
+
+def _prepare_synthetic(root: Path) -> None:
+    from ghmdet.data.synthetic import make_synthetic_coco
+
+    make_synthetic_coco(root)
+
+
+# Builders that ``DetectionDataModule(prepare=...)`` can run in ``prepare_data`` when the data is missing.
+PREPARERS: dict[str, Callable[[Path], None]] = {
+    "treecrowns": _prepare_treecrowns,
+    "synthetic": _prepare_synthetic,
+}
+
+
+class DetectionDataModule(L.LightningDataModule):
+    """COCO-format train/val/test loaders; every argument is a plain value so Hydra can instantiate it.
+
+    Paths are relative to ``root`` (absolute ones are used as given). ``test_*`` default to the val split.
+    ``limit_train`` / ``limit_val`` keep the first N images (``limit_val`` also applies to the test split).
+    ``prepare`` names a builder run in ``prepare_data`` when the annotation files are missing
+    (``"treecrowns"``: the embedded set; ``"synthetic"``: the tiny test set). ``seed`` fixes the shuffling
+    generator of the train loader. ``setup()`` validates every split it loads, so bad data fails before
+    training starts.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        train_images: str,
+        train_annotations: str,
+        val_images: str,
+        val_annotations: str,
+        test_images: str | None = None,
+        test_annotations: str | None = None,
+        batch_size: int = 4,
+        val_batch_size: int | None = None,
+        num_workers: int = 0,
+        hflip_prob: float = 0.5,
+        vflip_prob: float = 0.0,
+        cache_images: bool = False,
+        box_policy: BoxPolicy = "error",
+        limit_train: int | None = None,
+        limit_val: int | None = None,
+        prepare: str | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if prepare is not None and prepare not in PREPARERS:
+            raise ValueError(f"prepare must be None or one of {sorted(PREPARERS)}, got {prepare!r}")
+        if (test_images is None) != (test_annotations is None):
+            raise ValueError("give both test_images and test_annotations, or neither (then val is used)")
+        for name, value in (("batch_size", batch_size), ("num_workers", num_workers)):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int)
+                or value < (1 if name == "batch_size" else 0)
+            ):
+                raise ValueError(
+                    f"{name} must be an integer >= {1 if name == 'batch_size' else 0}, got {value!r}"
+                )
+        self.save_hyperparameters()
+        self.root = Path(root)
+        self.train_images, self.train_annotations = train_images, train_annotations
+        self.val_images, self.val_annotations = val_images, val_annotations
+        self.test_images = test_images if test_images is not None else val_images
+        self.test_annotations = test_annotations if test_annotations is not None else val_annotations
+        self.batch_size = batch_size
+        self.val_batch_size = val_batch_size if val_batch_size is not None else batch_size
+        self.num_workers = num_workers
+        self.hflip_prob, self.vflip_prob = hflip_prob, vflip_prob
+        self.cache_images = cache_images
+        self.box_policy = box_policy
+        self.limit_train, self.limit_val = limit_train, limit_val
+        self.prepare = prepare
+        self.seed = seed
+        self.train_dataset: CocoDetectionDataset | None = None
+        self.val_dataset: CocoDetectionDataset | None = None
+        self.test_dataset: CocoDetectionDataset | None = None
+        self._num_classes_read: int | None = None
+
+    # ----------------------------------------------------------------------------------------- paths
+
+    def path(self, relative: str) -> Path:
+        """Resolve a split path against ``root``."""
+        return self.root / relative
+
+    def _missing_root_message(self) -> str:
+        return (
+            f"data directory not found: {self.root} (resolved: {self.root.resolve()}). "
+            f"For the embedded tree crowns run `make data` or "
+            f"`python -m ghmdet.data.treecrowns --out {self.root}` (or set prepare='treecrowns'); "
+            "for COCO 2017 point root at the folder holding the images and annotations/."
+        )
+
+    def _check_root(self) -> None:
+        if not self.root.is_dir():
+            raise DatasetError(self._missing_root_message())
+
+    def _splits(self) -> dict[str, tuple[Path, Path]]:
+        return {
+            "train": (self.path(self.train_images), self.path(self.train_annotations)),
+            "val": (self.path(self.val_images), self.path(self.val_annotations)),
+            "test": (self.path(self.test_images), self.path(self.test_annotations)),
+        }
+
+    # ----------------------------------------------------------------------------------------- lifecycle
+
+    def prepare_data(self) -> None:
+        """Run the ``prepare`` builder when any split's files are missing (Lightning: once per node)."""
+        if self.prepare is None:
+            return
+        missing = [
+            path
+            for images, annotations in self._splits().values()
+            for path in (images, annotations)
+            if not path.exists()
+        ]
+        if missing:
+            PREPARERS[self.prepare](self.root)
+
+    def _dataset(self, split: str, train: bool, limit: int | None) -> CocoDetectionDataset:
+        image_dir, ann_file = self._splits()[split]
+        return CocoDetectionDataset(
+            image_dir,
+            ann_file,
+            transforms=build_train_transforms(self.hflip_prob, self.vflip_prob) if train else None,
+            cache_images=self.cache_images,
+            box_policy=self.box_policy,
+            limit=limit,
+        )
+
+    def setup(self, stage: str | None = None) -> None:
+        """Load and validate the splits ``stage`` needs (fit: train+val; validate: val; test: test)."""
+        self._check_root()
+        if stage in (None, "fit") and self.train_dataset is None:
+            self.train_dataset = self._dataset("train", train=True, limit=self.limit_train)
+        if stage in (None, "fit", "validate") and self.val_dataset is None:
+            self.val_dataset = self._dataset("val", train=False, limit=self.limit_val)
+        if stage in (None, "test", "predict") and self.test_dataset is None:
+            self.test_dataset = self._dataset("test", train=False, limit=self.limit_val)
+        loaded = [(n, d) for n, d in self._named_datasets() if d is not None]
+        reference_name, reference = loaded[0]
+        for name, dataset in loaded[1:]:
+            if dataset.category_ids != reference.category_ids:
+                raise DatasetError(
+                    f"category ids differ between splits: {reference_name} ({reference.ann_file}) has "
+                    f"{reference.category_ids}, {name} ({dataset.ann_file}) has {dataset.category_ids}; "
+                    "labels would not mean the same class"
+                )
+        if self._num_classes_read is not None and self._num_classes_read != reference.num_classes:
+            raise DatasetError(
+                f"num_classes read before setup ({self._num_classes_read}) differs from the validated "
+                f"{reference.num_classes} of {reference.ann_file}"
+            )
+
+    def _named_datasets(self) -> list[tuple[str, CocoDetectionDataset | None]]:
+        return [("train", self.train_dataset), ("val", self.val_dataset), ("test", self.test_dataset)]
+
+    # ----------------------------------------------------------------------------------------- classes
+
+    @property
+    def num_classes(self) -> int:
+        """Number of categories; before ``setup`` it is read cheaply from the train annotation file."""
+        for _, dataset in self._named_datasets():
+            if dataset is not None:
+                return dataset.num_classes
+        if self._num_classes_read is None:
+            self._check_root()
+            self._num_classes_read = read_num_classes(self.path(self.train_annotations))
+        return self._num_classes_read
+
+    @property
+    def category_ids(self) -> list[int]:
+        """Contiguous label -> COCO category id (after ``setup``)."""
+        return self._any_dataset().category_ids
+
+    @property
+    def category_names(self) -> list[str]:
+        """Contiguous label -> category name (after ``setup``)."""
+        return self._any_dataset().category_names
+
+    def _any_dataset(self) -> CocoDetectionDataset:
+        for _, dataset in self._named_datasets():
+            if dataset is not None:
+                return dataset
+        raise RuntimeError("call setup() first")
+
+    # ----------------------------------------------------------------------------------------- loaders
+
+    def _loader(self, dataset: CocoDetectionDataset | None, batch_size: int, shuffle: bool) -> DataLoader:
+        if dataset is None:
+            raise RuntimeError("call setup() with the matching stage before asking for this dataloader")
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            collate_fn=collate_detection,
+            persistent_workers=self.num_workers > 0,
+            # A dedicated generator makes the shuffling order a function of `seed` alone.
+            generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled train batches of ``(list[image], list[target])``."""
+        return self._loader(self.train_dataset, self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        """Val batches in file order."""
+        return self._loader(self.val_dataset, self.val_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        """Test batches in file order (the val split unless test paths were given)."""
+        return self._loader(self.test_dataset, self.val_batch_size, shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        """Same as :meth:`test_dataloader`."""
+        return self.test_dataloader()

