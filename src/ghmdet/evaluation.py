@@ -3,8 +3,8 @@
 torchmetrics' ``MeanAveragePrecision`` (faster_coco_eval backend by default, pycocotools selectable) does
 the COCO evaluation; it reports AP50/AP75 but not the paper's AP80/AP90 (Table "regression losses"), which
 are read from its precision array exactly as COCOeval.summarize reads AP50: the mean of the valid precision
-entries at that IoU threshold, area "all", 100 detections. Under DDP, torchmetrics gathers every rank's detections before
-computing, so the numbers equal a single-device evaluation.
+entries at that IoU threshold, area "all", 100 detections. Under DDP, torchmetrics gathers every rank's
+detections before computing, so the numbers equal a single-device evaluation.
 """
 
 from __future__ import annotations

@@ -7,7 +7,14 @@ from typing import Any
 import pytest
 import torch
 
-from ghmdet.data.transforms import Compose, RandomHorizontalFlip, RandomVerticalFlip, build_train_transforms
+from ghmdet.data.transforms import (
+    Compose,
+    RandomHorizontalFlip,
+    RandomPhotometric,
+    RandomRotate90,
+    RandomVerticalFlip,
+    build_train_transforms,
+)
 
 
 def painted(height: int, width: int, boxes: list[list[int]]) -> tuple[torch.Tensor, dict[str, Any]]:
@@ -94,3 +101,57 @@ def test_paper_recipe_is_horizontal_flip_only() -> None:
         RandomHorizontalFlip,
         RandomVerticalFlip,
     ]
+
+
+def test_photometric_jitter_keeps_boxes_and_range_and_changes_pixels() -> None:
+    torch.manual_seed(0)
+    image = torch.rand(3, 32, 48)
+    target = {"boxes": torch.tensor([[1.0, 2.0, 10.0, 12.0]]), "labels": torch.tensor([0])}
+    jitter = RandomPhotometric(0.3)
+    outputs = [jitter(image.clone(), target) for _ in range(20)]
+    for out_image, out_target in outputs:
+        assert out_target["boxes"].equal(target["boxes"])
+        assert out_image.shape == image.shape
+        assert float(out_image.min()) >= 0.0
+        assert float(out_image.max()) <= 1.0
+    assert any(not torch.allclose(o, image) for o, _ in outputs)
+    # strength 0 is the identity
+    same, _ = RandomPhotometric(0.0)(image.clone(), target)
+    torch.testing.assert_close(same, image)
+
+
+def test_photometric_strength_is_validated_and_built_on_request() -> None:
+    with pytest.raises(ValueError, match=r"strength.*1\.5"):
+        RandomPhotometric(1.5)
+    built = build_train_transforms(0.0, 0.0, photometric=0.2)
+    assert built is not None and isinstance(built.transforms[0], RandomPhotometric)
+    assert build_train_transforms(0.0, 0.0, photometric=0.0) is None
+
+
+def _box_mask(height: int, width: int, box: list[int]) -> torch.Tensor:
+    mask = torch.zeros(1, height, width)
+    x1, y1, x2, y2 = box
+    mask[0, y1:y2, x1:x2] = 1.0
+    return mask
+
+
+def test_rotate90_moves_boxes_with_their_pixels() -> None:
+    image = _box_mask(30, 50, [20, 5, 40, 12])
+    rotated, target = RandomRotate90(1.0).rotate(image, {"boxes": torch.tensor([[20.0, 5.0, 40.0, 12.0]])})
+    assert rotated.shape == (1, 50, 30)
+    ys, xs = torch.nonzero(rotated[0], as_tuple=True)
+    pixel_box = [xs.min().item(), ys.min().item(), xs.max().item() + 1, ys.max().item() + 1]
+    assert target["boxes"].tolist() == [pixel_box]
+    # four turns are the identity
+    back, back_target = rotated, target
+    for _ in range(3):
+        back, back_target = RandomRotate90(1.0).rotate(back, back_target)
+    torch.testing.assert_close(back, image)
+    assert back_target["boxes"].tolist() == [[20.0, 5.0, 40.0, 12.0]]
+
+
+def test_rotate90_probability_is_validated_and_built_on_request() -> None:
+    with pytest.raises(ValueError, match=r"rotation probability.*-0\.1"):
+        RandomRotate90(-0.1)
+    built = build_train_transforms(0.0, 0.0, rot90_prob=0.5)
+    assert built is not None and isinstance(built.transforms[0], RandomRotate90)

@@ -197,3 +197,22 @@ def test_classification_prior_bias() -> None:
     model = _model(FocalLoss(), L1Loss())
     bias = model.head.classification_head.cls_logits.bias
     torch.testing.assert_close(torch.sigmoid(bias), torch.full_like(bias, 0.01))
+
+
+def test_a_list_of_min_sizes_trains_multi_scale_and_evaluates_at_the_last() -> None:
+    model = build_retinanet(
+        NUM_CLASSES,
+        FocalLoss(),
+        L1Loss(),
+        backbone={"name": "efficientnet_lite0_fpn", "pretrained": False, "out_channels": 16},
+        min_size=[96, 160, 128],
+        max_size=1000,
+    )
+    assert model.transform.min_size == (96, 160, 128)
+    image = _images_targets()[0][0]  # 96 x 128
+    model.eval()
+    assert min(model.transform([image])[0].image_sizes[0]) == 128
+    model.train()
+    torch.manual_seed(0)
+    drawn = {min(model.transform([image])[0].image_sizes[0]) for _ in range(30)}
+    assert drawn == {96, 160, 128}

@@ -241,6 +241,8 @@ class DetectionDataModule(L.LightningDataModule):
         num_workers: int = 0,
         hflip_prob: float = 0.5,
         vflip_prob: float = 0.0,
+        photometric: float = 0.0,
+        rot90_prob: float = 0.0,
         cache_images: bool = False,
         box_policy: BoxPolicy = "error",
         limit_train: int | None = None,
@@ -272,6 +274,8 @@ class DetectionDataModule(L.LightningDataModule):
         self.val_batch_size = val_batch_size if val_batch_size is not None else batch_size
         self.num_workers = num_workers
         self.hflip_prob, self.vflip_prob = hflip_prob, vflip_prob
+        self.photometric = photometric
+        self.rot90_prob = rot90_prob
         self.cache_images = cache_images
         self.box_policy = box_policy
         self.limit_train, self.limit_val = limit_train, limit_val
@@ -327,7 +331,11 @@ class DetectionDataModule(L.LightningDataModule):
         return CocoDetectionDataset(
             image_dir,
             ann_file,
-            transforms=build_train_transforms(self.hflip_prob, self.vflip_prob) if train else None,
+            transforms=build_train_transforms(
+                self.hflip_prob, self.vflip_prob, self.photometric, self.rot90_prob
+            )
+            if train
+            else None,
             cache_images=self.cache_images,
             box_policy=self.box_policy,
             limit=limit,

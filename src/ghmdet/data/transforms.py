@@ -79,11 +79,72 @@ class RandomVerticalFlip(_RandomFlip):
     box_columns = (1, 3)
 
 
-def build_train_transforms(hflip_prob: float = 0.5, vflip_prob: float = 0.0) -> Compose | None:
-    """The train-time augmentation: flips with the given probabilities; ``None`` when both are zero."""
+class RandomRotate90:
+    """Rotate image and boxes by 90 degrees counter-clockwise with probability ``p`` (aerial data only).
+
+    With both flips this reaches all 8 orientations of the square's symmetry group. A point ``(x, y)`` of a
+    ``W``-wide image moves to ``(y, W - x)``, so a box ``[x1, y1, x2, y2]`` becomes
+    ``[y1, W - x2, y2, W - x1]``.
+    """
+
+    def __init__(self, p: float = 0.5) -> None:
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"rotation probability must be in [0, 1], got {p!r}")
+        self.p = p
+
+    def __call__(self, image: torch.Tensor, target: Target) -> tuple[torch.Tensor, Target]:
+        if self.p == 0.0 or torch.rand(()).item() >= self.p:
+            return image, target
+        return self.rotate(image, target)
+
+    def rotate(self, image: torch.Tensor, target: Target) -> tuple[torch.Tensor, Target]:
+        """Rotate deterministically (used by ``__call__`` and by tests)."""
+        width = image.shape[-1]
+        boxes = target["boxes"]
+        target = dict(target)
+        target["boxes"] = torch.stack(
+            [boxes[:, 1], width - boxes[:, 2], boxes[:, 3], width - boxes[:, 0]], dim=1
+        )
+        return torch.rot90(image, 1, dims=(-2, -1)), target
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(p={self.p})"
+
+
+class RandomPhotometric:
+    """Random brightness and contrast (each a factor drawn from ``[1 - strength, 1 + strength]``).
+
+    Boxes are untouched. Meant for small data sets whose held-out images differ in illumination (the
+    embedded tree crowns: other flight, other site); the COCO recipe keeps it off (``strength=0``).
+    """
+
+    def __init__(self, strength: float = 0.2) -> None:
+        if not 0.0 <= strength < 1.0:
+            raise ValueError(f"photometric strength must be in [0, 1), got {strength!r}")
+        self.strength = strength
+
+    def __call__(self, image: torch.Tensor, target: Target) -> tuple[torch.Tensor, Target]:
+        brightness, contrast = (1.0 + (torch.rand(2) * 2.0 - 1.0) * self.strength).tolist()
+        mean = image.mean()
+        image = ((image - mean) * contrast + mean * brightness).clamp_(0.0, 1.0)
+        return image, target
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(strength={self.strength})"
+
+
+def build_train_transforms(
+    hflip_prob: float = 0.5, vflip_prob: float = 0.0, photometric: float = 0.0, rot90_prob: float = 0.0
+) -> Compose | None:
+    """The train-time augmentation: flips with the given probabilities, then an optional photometric jitter;
+    ``None`` when all are off."""
     transforms: list[Transform] = []
     if hflip_prob != 0:  # a negative or >1 probability reaches the flip and raises there
         transforms.append(RandomHorizontalFlip(hflip_prob))
     if vflip_prob != 0:
         transforms.append(RandomVerticalFlip(vflip_prob))
+    if rot90_prob != 0:
+        transforms.append(RandomRotate90(rot90_prob))
+    if photometric != 0:
+        transforms.append(RandomPhotometric(photometric))
     return Compose(transforms) if transforms else None

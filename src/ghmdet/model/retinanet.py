@@ -78,7 +78,7 @@ def build_anchor_generator(
     octave_scales: int = 3,
     aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0),
 ) -> AnchorGenerator:
-    """Anchors of ``base * 2**(i / octave_scales)``, i < octave_scales, per level (paper: base = 4 x stride)."""
+    """Anchors ``base * 2**(i / octave_scales)``, i < octave_scales, per level (paper: base = 4 x stride)."""
     sizes = tuple(tuple(base * 2 ** (i / octave_scales) for i in range(octave_scales)) for base in base_sizes)
     return AnchorGenerator(sizes, (tuple(aspect_ratios),) * len(base_sizes))
 
@@ -270,7 +270,7 @@ def build_retinanet(
     prior_probability: float = 0.01,
     stats_scope: StatsScope = "per_level",
     loss_normalizer: LossNormalizer = "batch",
-    min_size: int = 800,
+    min_size: int | tuple[int, ...] = 800,
     max_size: int = 1333,
     image_mean: list[float] | None = None,
     image_std: list[float] | None = None,
@@ -305,7 +305,8 @@ def build_retinanet(
         head_convs=head_convs,
         prior_probability=prior_probability,
         anchor_generator=build_anchor_generator(**(anchors or {})),
-        min_size=min_size,
+        # a list means multi-scale training: torchvision draws one per batch and evaluates at the last one
+        min_size=min_size if isinstance(min_size, int) else tuple(int(s) for s in min_size),
         max_size=max_size,
         image_mean=list(image_mean) if image_mean is not None else default_mean,
         image_std=list(image_std) if image_std is not None else default_std,
