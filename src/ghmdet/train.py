@@ -133,22 +133,32 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "seed": int(cfg.seed),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
     }
-    datamodule, module = build(cfg)
+    if previous is not None:
+        # Never lose an earlier result: a rerun (skip_completed=false, or after a crash) keeps it beside.
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(started))
+        os.replace(out_dir / METRICS_FILE, out_dir / f"metrics.{stamp}.json")
+    # Visible while training: a job killed half-way leaves "running", not a stale or missing record.
+    write_json_atomic(out_dir / METRICS_FILE, record)
     timer = IterationTimer()
-    trainer_cfg = OmegaConf.masked_copy(cfg.trainer, [k for k in cfg.trainer if k not in NON_TRAINER_KEYS])
-    trainer: L.Trainer = instantiate(
-        trainer_cfg,
-        logger=_loggers(cfg) or False,
-        callbacks=[*_callbacks(cfg), timer],
-        default_root_dir=str(out_dir),
-    )
-    for logger in trainer.loggers:
-        logger.log_hyperparams(record["config"])
-    last_ckpt = out_dir / "checkpoints" / "last.ckpt"
-    ckpt_path = str(last_ckpt) if cfg.resume and last_ckpt.is_file() else None
-    if ckpt_path:
-        log.info("resuming from %s", ckpt_path)
+    module: DetectionModule | None = None
+    trainer: L.Trainer | None = None
     try:
+        datamodule, module = build(cfg)
+        trainer_cfg = OmegaConf.masked_copy(
+            cfg.trainer, [k for k in cfg.trainer if k not in NON_TRAINER_KEYS]
+        )
+        trainer = instantiate(
+            trainer_cfg,
+            logger=_loggers(cfg) or False,
+            callbacks=[*_callbacks(cfg), timer],
+            default_root_dir=str(out_dir),
+        )
+        for logger in trainer.loggers:
+            logger.log_hyperparams(record["config"])
+        last_ckpt = out_dir / "checkpoints" / "last.ckpt"
+        ckpt_path = str(last_ckpt) if cfg.resume and last_ckpt.is_file() else None
+        if ckpt_path:
+            log.info("resuming from %s", ckpt_path)
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         if module.divergence is None:
             trainer.test(module, datamodule=datamodule)
@@ -170,16 +180,17 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
 def _finalise(
     record: dict[str, Any],
-    module: DetectionModule,
-    trainer: L.Trainer,
+    module: DetectionModule | None,
+    trainer: L.Trainer | None,
     timer: IterationTimer,
     started: float,
     out_dir: Path,
 ) -> dict[str, Any]:
-    record["metrics"] = module.final_metrics.get("test", {})
-    record["val_metrics"] = module.final_metrics.get("val", {})
+    final = module.final_metrics if module is not None else {}
+    record["metrics"] = final.get("test", {})
+    record["val_metrics"] = final.get("val", {})
     record["seconds_per_iteration"] = timer.seconds_per_iteration
-    record["iterations"] = int(trainer.global_step)
+    record["iterations"] = int(trainer.global_step) if trainer is not None else 0
     record["wall_seconds"] = round(time.time() - started, 1)
     write_json_atomic(out_dir / METRICS_FILE, record)
     _finish_wandb()

@@ -58,3 +58,16 @@ def test_tiny_ghm_run_writes_metrics_checkpoint_and_wandb(tmp_path: Path) -> Non
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (run_dir / "metrics.json").read_text() == before
     assert len(list((run_dir / "wandb").glob("offline-run-*"))) == 1
+
+
+def test_a_failing_rerun_keeps_the_earlier_result(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    assert _train(run_dir, tmp_path / "data", "threads=1").returncode == 0
+    first = (run_dir / "metrics.json").read_text()
+    # A rerun that fails (a negative learning rate, rejected by the optimizer) must not destroy it.
+    proc = _train(run_dir, tmp_path / "data", "threads=1", "skip_completed=false", "optimizer.lr=-1")
+    assert proc.returncode != 0
+    failed = json.loads((run_dir / "metrics.json").read_text())
+    assert failed["status"] == "failed" and "learning rate" in failed["reason"].lower()
+    kept = list(run_dir.glob("metrics.*.json"))
+    assert len(kept) == 1 and kept[0].read_text() == first
