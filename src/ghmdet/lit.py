@@ -54,13 +54,11 @@ class DetectionModule(L.LightningModule):
         optimizer: Callable[..., torch.optim.Optimizer],
         scheduler: dict[str, Any] | None = None,
         metric_backend: Literal["faster_coco_eval", "pycocotools"] = "faster_coco_eval",
-        no_weight_decay_on_norm_and_bias: bool = False,
     ):
         super().__init__()
         self.model = model
         self.optimizer_factory = optimizer
         self.scheduler_cfg = dict(scheduler or {})
-        self.no_decay_norm_bias = no_weight_decay_on_norm_and_bias
         self.val_metrics = CocoDetectionMetrics(backend=metric_backend)
         self.test_metrics = CocoDetectionMetrics(backend=metric_backend)
         #: Filled when the loss stops being finite (see training_step); read by the entry point.
@@ -92,17 +90,7 @@ class DetectionModule(L.LightningModule):
         return loss
 
     def configure_optimizers(self) -> dict[str, Any]:
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        if self.no_decay_norm_bias:
-            decay = [p for p in params if p.ndim > 1]
-            no_decay = [p for p in params if p.ndim <= 1]
-            groups: list[dict[str, Any]] | list[Tensor] = [
-                {"params": decay},
-                {"params": no_decay, "weight_decay": 0.0},
-            ]
-        else:
-            groups = params
-        optimizer = self.optimizer_factory(groups)
+        optimizer = self.optimizer_factory([p for p in self.model.parameters() if p.requires_grad])
         total = int(self.trainer.estimated_stepping_batches)
         cfg = self.scheduler_cfg
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total, **cfg))

@@ -133,8 +133,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "seed": int(cfg.seed),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
     }
-    if previous is not None:
-        # Never lose an earlier result: a rerun (skip_completed=false, or after a crash) keeps it beside.
+    if (out_dir / METRICS_FILE).exists():
+        # Never lose an earlier result (even an unreadable one): a rerun keeps it beside, time-stamped.
         stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(started))
         os.replace(out_dir / METRICS_FILE, out_dir / f"metrics.{stamp}.json")
     # Visible while training: a job killed half-way leaves "running", not a stale or missing record.
