@@ -33,21 +33,37 @@ class Compose:
         return f"{type(self).__name__}({self.transforms!r})"
 
 
-class _RandomFlip:
-    """Flip image and boxes along one axis with probability ``p``."""
+class _RandomGeometric:
+    """Apply a deterministic geometric transform (``apply``) with probability ``p``."""
 
-    # Tensor dim of the image that is flipped, and the box columns (low, high) that mirror along it.
-    image_dim: int
-    box_columns: tuple[int, int]
+    kind: str  # named in the error message
 
     def __init__(self, p: float = 0.5) -> None:
         if not 0.0 <= p <= 1.0:
-            raise ValueError(f"flip probability must be in [0, 1], got {p!r}")
+            raise ValueError(f"{self.kind} probability must be in [0, 1], got {p!r}")
         self.p = p
 
     def __call__(self, image: torch.Tensor, target: Target) -> tuple[torch.Tensor, Target]:
         if self.p == 0.0 or torch.rand(()).item() >= self.p:
             return image, target
+        return self.apply(image, target)
+
+    def apply(self, image: torch.Tensor, target: Target) -> tuple[torch.Tensor, Target]:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(p={self.p})"
+
+
+class _RandomFlip(_RandomGeometric):
+    """Flip image and boxes along one axis with probability ``p``."""
+
+    kind = "flip"
+    # Tensor dim of the image that is flipped, and the box columns (low, high) that mirror along it.
+    image_dim: int
+    box_columns: tuple[int, int]
+
+    def apply(self, image: torch.Tensor, target: Target) -> tuple[torch.Tensor, Target]:
         return self.flip(image, target)
 
     def flip(self, image: torch.Tensor, target: Target) -> tuple[torch.Tensor, Target]:
@@ -60,9 +76,6 @@ class _RandomFlip:
         boxes[:, low], boxes[:, high] = extent - target["boxes"][:, high], extent - target["boxes"][:, low]
         target["boxes"] = boxes
         return flipped_image, target
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(p={self.p})"
 
 
 class RandomHorizontalFlip(_RandomFlip):
@@ -79,7 +92,7 @@ class RandomVerticalFlip(_RandomFlip):
     box_columns = (1, 3)
 
 
-class RandomRotate90:
+class RandomRotate90(_RandomGeometric):
     """Rotate image and boxes by 90 degrees counter-clockwise with probability ``p`` (aerial data only).
 
     With both flips this reaches all 8 orientations of the square's symmetry group. A point ``(x, y)`` of a
@@ -87,14 +100,9 @@ class RandomRotate90:
     ``[y1, W - x2, y2, W - x1]``.
     """
 
-    def __init__(self, p: float = 0.5) -> None:
-        if not 0.0 <= p <= 1.0:
-            raise ValueError(f"rotation probability must be in [0, 1], got {p!r}")
-        self.p = p
+    kind = "rotation"
 
-    def __call__(self, image: torch.Tensor, target: Target) -> tuple[torch.Tensor, Target]:
-        if self.p == 0.0 or torch.rand(()).item() >= self.p:
-            return image, target
+    def apply(self, image: torch.Tensor, target: Target) -> tuple[torch.Tensor, Target]:
         return self.rotate(image, target)
 
     def rotate(self, image: torch.Tensor, target: Target) -> tuple[torch.Tensor, Target]:
@@ -106,9 +114,6 @@ class RandomRotate90:
             [boxes[:, 1], width - boxes[:, 2], boxes[:, 3], width - boxes[:, 0]], dim=1
         )
         return torch.rot90(image, 1, dims=(-2, -1)), target
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(p={self.p})"
 
 
 class RandomPhotometric:
