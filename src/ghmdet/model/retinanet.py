@@ -287,7 +287,7 @@ def build_retinanet(
     ``backbone`` is ``{"name": <one of BACKBONES>, **kwargs}``; an unknown name lists the choices.
     ``image_mean``/``image_std`` default to what the backbone's weights were trained with.
     ``channels_last`` stores the conv weights NHWC, which oneDNN runs much faster on CPU (measured: a training
-    step of the embedded preset 0.74 s -> 0.54 s on 2 cores).
+    step of the embedded model with FPN 128 / 4 head convs, 0.74 s -> 0.54 s on 2 cores).
     """
     backbone = dict(backbone)
     name = backbone.pop("name", None)
