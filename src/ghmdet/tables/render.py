@@ -1,0 +1,395 @@
+"""One :class:`~ghmdet.tables.aggregate.AblationTable` -> Markdown, CSV, LaTeX and a summary plot.
+
+All formats show the same columns: the row (the swept value), ``runs`` (completed / launched), then for each
+metric ours (mean ± std), the paper's and the delta ours - paper, optionally each row relative to a reference
+row (``× CE``), and the row's status. AP-type metrics are in percent, like the paper's.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+from ghmdet.tables.aggregate import RATIO_DECIMALS, AblationTable, Row
+
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
+NONE = "—"
+TIMES = "\N{MULTIPLICATION SIGN}"
+MINUS = "\N{MINUS SIGN}"
+
+
+@dataclass(frozen=True)
+class Num:
+    """A number cell: value (None: no number), decimals, optional std, signed for deltas."""
+
+    value: float | None
+    decimals: int
+    std: float | None = None
+    signed: bool = False
+
+    def text(self, pm: str = " ± ") -> str:
+        if self.value is None:
+            return NONE
+        value = round(self.value, self.decimals) + 0.0  # no "-0.0"
+        text = f"{value:+.{self.decimals}f}" if self.signed else f"{value:.{self.decimals}f}"
+        if self.std is not None:
+            text += f"{pm}{self.std:.{self.decimals}f}"
+        return text
+
+
+Cell = str | Num
+
+
+def _ratio_name(table: AblationTable, name: str) -> str:
+    ref = table.reference_label
+    return f"{TIMES} {ref}" if len(table.metrics) == 1 else f"{name} {TIMES} {ref}"
+
+
+def header(table: AblationTable) -> list[str]:
+    """Column headings shared by the Markdown and LaTeX tables."""
+    columns = [table.row_label, *table.spec.group_keys[1:], "runs"]
+    for m in table.metrics:
+        columns += [m.name, f"{m.name} paper", f"Δ {m.name}"]
+    if table.spec.relative_to is not None:
+        for m in table.metrics:
+            name = _ratio_name(table, m.name)
+            columns += [name, f"{name} paper", f"Δ {name}"]
+    return [*columns, "status"]
+
+
+def _paper_cell(row: Row, key: str, decimals: int) -> Cell:
+    if row.paper is not None and row.paper.status is not None and key not in row.paper.metrics:
+        return row.paper.status
+    return Num(row.paper_value(key), decimals)
+
+
+def cells(table: AblationTable, row: Row) -> list[Cell]:
+    """One row's cells, in :func:`header` order."""
+    out: list[Cell] = [row.label, *row.key[1:], f"{row.n_completed}/{len(row.runs)}"]
+    for m in table.metrics:
+        stat = row.ours[m.key]
+        out += [
+            Num(stat.mean, m.decimals, stat.std),
+            _paper_cell(row, m.key, m.decimals),
+            Num(row.delta(m.key), m.decimals, signed=True),
+        ]
+    if table.spec.relative_to is not None:
+        for m in table.metrics:
+            paper_ratio: Cell = Num(row.paper_ratio.get(m.key), RATIO_DECIMALS)
+            if row.paper is not None and row.paper.status is not None and row.paper_ratio.get(m.key) is None:
+                paper_ratio = row.paper.status
+            out += [
+                Num(row.ours_ratio.get(m.key), RATIO_DECIMALS),
+                paper_ratio,
+                Num(row.ratio_delta(m.key), RATIO_DECIMALS, signed=True),
+            ]
+    return [*out, row.status]
+
+
+def display_path(path: str | Path) -> str:
+    """A path relative to the project root when it lies inside it, else as given."""
+    path = Path(path)
+    try:
+        return str(path.resolve().relative_to(PROJECT_ROOT))
+    except ValueError:
+        return str(path)
+
+
+# ---------------------------------------------------------------------------------------------- Markdown
+def _md_cell(cell: Cell) -> str:
+    text = cell.text() if isinstance(cell, Num) else str(cell)
+    return text.replace("|", "\\|")
+
+
+def markdown_table(table: AblationTable) -> str:
+    """The table alone, as GitHub Markdown (numbers right-aligned)."""
+    head = header(table)
+    n_keys = len(table.spec.group_keys)
+    align = ["---"] * n_keys + ["---:"] * (len(head) - n_keys - 1) + ["---"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(align) + "|"]
+    lines += ["| " + " | ".join(_md_cell(c) for c in cells(table, row)) + " |" for row in table.rows]
+    return "\n".join(lines) + "\n"
+
+
+def legend(table: AblationTable) -> str:
+    """The paragraph under the table: what ours and the paper's numbers are."""
+    spec = table.spec
+    seeds = table.seeds
+    parts = [
+        f"Ours: {spec.data_description or spec.preset}; "
+        f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''} per row ({', '.join(seeds) or 'none'}), "
+        "mean ± sample std over the completed runs (runs = completed / launched)."
+    ]
+    if table.paper is not None:
+        parts.append(f"Paper: {table.setting}; {table.paper.source}.")
+    else:
+        parts.append("The paper has no such table.")
+    parts.append(f"AP-type metrics in percent; Δ = ours {MINUS} paper.")
+    if spec.relative_to is not None:
+        parts.append(
+            f"{TIMES} {table.reference_label}: a row's mean over the {table.reference_label} row's mean "
+            "(ours and the paper's alike)."
+        )
+    return " ".join(parts)
+
+
+def markdown(table: AblationTable) -> str:
+    """The whole Markdown file: title, table, legend, notes and provenance."""
+    spec = table.spec
+    out = [f"# {table.caption}, preset `{spec.preset}`", "", markdown_table(table), legend(table), ""]
+    notes = table.notes()
+    if notes:
+        out += ["Notes:", "", *(f"- {n}" for n in notes), ""]
+    commits = ", ".join(f"`{c}`" for c in table.git_commits) or "unknown"
+    source = display_path(spec.sweep_dir)
+    out.append(f"Generated by `ghmdet-tables` from `{source}` (`{spec.command}`; code {commits}).")
+    return "\n".join(out) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------- CSV
+def _csv_number(value: float | None) -> str:
+    return "" if value is None else f"{round(value, 6):g}"
+
+
+def csv_text(table: AblationTable) -> str:
+    """One line per row with raw numbers (mean, std, n, paper, delta per metric)."""
+    spec = table.spec
+    head = [*spec.group_keys, "label", "runs", "completed", "status"]
+    for m in table.metrics:
+        head += [m.key, f"{m.key}_std", f"{m.key}_n", f"{m.key}_paper", f"{m.key}_delta"]
+    ref = spec.relative_to
+    if ref is not None:
+        for m in table.metrics:
+            head += [f"{m.key}_x_{ref}", f"{m.key}_x_{ref}_paper", f"{m.key}_x_{ref}_delta"]
+    head.append("paper_status")
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(head)
+    for row in table.rows:
+        line = [*row.key, row.label, len(row.runs), row.n_completed, row.status]
+        for m in table.metrics:
+            stat = row.ours[m.key]
+            line += [
+                _csv_number(stat.mean),
+                _csv_number(stat.std),
+                stat.n,
+                _csv_number(row.paper_value(m.key)),
+                _csv_number(row.delta(m.key)),
+            ]
+        if ref is not None:
+            for m in table.metrics:
+                line += [
+                    _csv_number(row.ours_ratio.get(m.key)),
+                    _csv_number(row.paper_ratio.get(m.key)),
+                    _csv_number(row.ratio_delta(m.key)),
+                ]
+        line.append((row.paper.status or "") if row.paper is not None else "")
+        writer.writerow(line)
+    return buffer.getvalue()
+
+
+def runs_rows(table: AblationTable) -> tuple[list[str], list[list[object]]]:
+    """One line per job: its dir, row keys, seed, status and reason, metric values, cost, code."""
+    spec = table.spec
+    head = ["dir", *spec.group_keys, "seed", "status", "reason", *spec.metrics]
+    extra = [k for k in ("seconds_per_iteration", "iterations", "wall_seconds") if k not in spec.metrics]
+    head += [*extra, "git_commit"]
+    rows: list[list[object]] = []
+    for row in table.rows:
+        for run in row.runs:
+            line: list[object] = [run.name, *row.key, run.seed or "", run.status, run.reason or ""]
+            line += [_csv_number(run.values.get(m)) for m in spec.metrics]
+            line += [run.record.get(k, "") if run.record.get(k) is not None else "" for k in extra]
+            line.append(run.record.get("git_commit") or "")
+            rows.append(line)
+    return head, rows
+
+
+def runs_csv_text(table: AblationTable) -> str:
+    head, rows = runs_rows(table)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(head)
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+# ---------------------------------------------------------------------------------------------- LaTeX
+_TEX_TEXT = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "Δ": r"$\Delta$",
+    TIMES: r"$\times$",
+    "\N{GREEK SMALL LETTER ALPHA}": r"$\alpha$",
+    "±": r"$\pm$",
+    "—": "--",
+    MINUS: "-",
+}
+
+
+def tex_escape(text: str) -> str:
+    """Text safe inside a LaTeX table cell (special characters escaped, a few symbols as math)."""
+    return "".join(_TEX_TEXT.get(ch, ch) for ch in str(text))
+
+
+def _tex_cell(cell: Cell) -> str:
+    if isinstance(cell, Num):
+        return "--" if cell.value is None else "$" + cell.text(pm=r" \pm ") + "$"
+    return tex_escape(cell)
+
+
+def latex(table: AblationTable) -> str:
+    """A booktabs ``table`` environment (needs ``\\usepackage{booktabs}``)."""
+    spec = table.spec
+    head = header(table)
+    n_keys = len(spec.group_keys)
+    columns = "l" * n_keys + "r" * (len(head) - n_keys - 1) + "l"
+    lines = [
+        f"% ghmdet-tables: {spec.table}, preset {spec.preset}, from {display_path(spec.sweep_dir)}",
+        "% needs \\usepackage{booktabs}",
+        "\\begin{table}[ht]",
+        "  \\centering",
+        f"  \\caption{{{tex_escape(table.caption)}: ours ({tex_escape(spec.preset)}) and the paper's "
+        f"({tex_escape(table.setting or 'no paper table')}). {tex_escape(legend(table))}}}",
+        f"  \\label{{tab:ghmdet-{spec.table.replace('_', '-')}-{spec.preset}}}",
+        "  \\small",
+        f"  \\begin{{tabular}}{{{columns}}}",
+        "    \\toprule",
+        "    " + " & ".join(tex_escape(h) for h in head) + " \\\\",
+        "    \\midrule",
+    ]
+    lines += ["    " + " & ".join(_tex_cell(c) for c in cells(table, row)) + " \\\\" for row in table.rows]
+    lines += ["    \\bottomrule", "  \\end{tabular}", "\\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------- plot
+def _as_float(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def plot(table: AblationTable, path: Path) -> Path:
+    """One summary figure: the table's first metric per row, ours (mean ± std) and the paper's.
+
+    With ``relative_to`` the plotted quantity is each row relative to the reference row (same axis for ours
+    and the paper's); otherwise our values go on the left axis and the paper's on a right axis, unless the
+    preset says they share a scale (COCO). Rows without a completed run, and the paper's diverged settings,
+    are marked with their status.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    spec, rows, m = table.spec, table.rows, table.metrics[0]
+    relative = spec.relative_to is not None
+    numeric = len(spec.group_keys) == 1 and all(_as_float(r.key[0]) is not None for r in rows)
+    xs = [_as_float(r.key[0]) if numeric else float(i) for i, r in enumerate(rows)]
+    ours, err, paper = [], [], []
+    for row in rows:
+        stat = row.ours[m.key]
+        if relative:
+            ref = table.reference.ours[m.key].mean if table.reference is not None else None
+            ours.append(row.ours_ratio.get(m.key))
+            err.append(stat.std / ref if stat.std is not None and ref else 0.0)
+            paper.append(row.paper_ratio.get(m.key))
+        else:
+            ours.append(stat.mean)
+            err.append(stat.std or 0.0)
+            paper.append(row.paper_value(m.key))
+
+    fig = Figure(figsize=(6.4 if numeric else 7.2, 4.4), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    quantity = f"{m.name} relative to {table.reference_label}" if relative else m.name
+    pts = [(x, y, e) for x, y, e in zip(xs, ours, err) if y is not None]
+    if pts:
+        ax.errorbar(
+            [p[0] for p in pts],
+            [p[1] for p in pts],
+            yerr=[p[2] for p in pts],
+            fmt="o-" if numeric else "o",
+            capsize=3,
+            color="tab:blue",
+            label=f"ours ({spec.preset})",
+        )
+    shared = relative or spec.same_scale_as_paper
+    pax = ax if shared else ax.twinx()
+    ppts = [(x, y) for x, y in zip(xs, paper) if y is not None]
+    if ppts:
+        pax.plot(
+            [p[0] for p in ppts],
+            [p[1] for p in ppts],
+            "s--" if numeric else "s",
+            color="tab:orange",
+            label=f"paper ({table.setting or 'COCO'})",
+        )
+    for x, row, y in zip(xs, rows, ours):
+        if y is None:
+            ax.annotate(
+                row.status,
+                (x, 0.02),
+                xycoords=("data", "axes fraction"),
+                ha="center",
+                fontsize=8,
+                color="tab:blue",
+                rotation=90,
+                va="bottom",
+            )
+        if row.paper is not None and row.paper.status is not None:
+            ax.annotate(
+                f"paper: {row.paper.status}",
+                (x, 0.98),
+                xycoords=("data", "axes fraction"),
+                ha="center",
+                va="top",
+                fontsize=8,
+                color="tab:orange",
+            )
+    if relative and all(v is None or v > 0 for v in ours + paper):
+        values = [v for v in ours + paper if v is not None]
+        if values and max(values) / min(values) > 10:
+            ax.set_yscale("log")
+    ax.set_xlabel(table.row_label)
+    ax.set_ylabel(quantity if shared else f"{quantity}, ours")
+    if not shared:
+        pax.set_ylabel(f"{quantity}, paper", color="tab:orange")
+    if numeric:
+        pad = 0.08 * ((max(xs) - min(xs)) or 1.0)
+        ax.set_xlim(min(xs) - pad, max(xs) + pad)
+    else:
+        ax.set_xticks(xs, [textwrap.fill(", ".join([r.label, *r.key[1:]]), 16) for r in rows])
+        ax.set_xlim(-0.5, len(rows) - 0.5)
+    handles, labels = ax.get_legend_handles_labels()
+    if pax is not ax:
+        more = pax.get_legend_handles_labels()
+        handles, labels = handles + more[0], labels + more[1]
+    if handles:
+        ax.legend(handles, labels, loc="best", fontsize=8)
+    ax.set_title(f"{table.caption}", fontsize=9)
+    ax.grid(alpha=0.3)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    return path
+
+
+def write_text(path: Path, text: str) -> Path:
+    """Write a file atomically (a reader never sees half a table)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
