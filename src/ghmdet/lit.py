@@ -1,9 +1,14 @@
-"""The LightningModule: optimisation (warm-up + step/cosine schedule), logging, COCO mAP, divergence stop."""
+"""The LightningModule: optimisation (warm-up + step/cosine schedule), logging, COCO mAP, divergence stop.
+
+Resume: besides what Lightning checkpoints (weights with the GHM EMA buffers, optimizer, scheduler, loop
+position, the train loader's position), ``on_save_checkpoint`` stores the Python/NumPy/torch random states and
+``on_train_start`` of a resumed run puts them back, so a killed run continues with the same random draws.
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import lightning as L
@@ -11,6 +16,13 @@ import torch
 from torch import Tensor, nn
 
 from ghmdet.evaluation import CocoDetectionMetrics
+from ghmdet.reliability import (
+    RNG_STATES_KEY,
+    LossHistory,
+    capture_rng_states,
+    json_number,
+    restore_rng_states,
+)
 
 Batch = tuple[list[Tensor], list[dict[str, Tensor]]]
 
@@ -64,30 +76,68 @@ class DetectionModule(L.LightningModule):
         #: Filled when the loss stops being finite (see training_step); read by the entry point.
         self.divergence: dict[str, Any] | None = None
         self.final_metrics: dict[str, dict[str, float]] = {}
+        self.loss_history = LossHistory(size=10)
+        self._rng_states_to_restore: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ training
     def forward(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
         return self.model(images)
 
+    def record_divergence(self, divergence: Mapping[str, Any]) -> None:
+        """Note the first divergence (step, epoch, reason, loss values, the last finite losses) and stop."""
+        if self.divergence is not None:
+            return
+        self.divergence = {**divergence, "recent_losses": self.loss_history.as_records()}
+        if self._trainer is not None:
+            self.trainer.should_stop = True
+
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor | None:
         images, targets = batch
-        losses = self.model(images, targets)
-        loss = sum(losses.values())
-        if not torch.isfinite(loss):
+        try:
+            losses = self.model(images, targets)
+        except ValueError as err:
+            # The GHM losses refuse non-finite logits/deltas before touching their EMA state.
+            if not is_non_finite_error(err):
+                raise
+            losses, reason = {}, f"{type(err).__name__}: {err}"
+        else:
+            reason = None
+        loss = sum(losses.values()) if losses else None
+        if loss is None or not torch.isfinite(loss):
             # Stop cleanly instead of training on NaN: the weights of this step are never updated (we return
-            # None, so Lightning skips backward and the optimizer step), and the last checkpoint stays good.
-            self.divergence = {
-                "step": int(self.global_step),
-                "epoch": int(self.current_epoch),
-                "losses": {k: float(v.detach()) for k, v in losses.items()},
-            }
-            self.trainer.should_stop = True
+            # None, so Lightning skips backward and the optimizer step); DivergenceGuard keeps the
+            # checkpoint callbacks from saving, so the last checkpoint stays the last good one.
+            values = {k: json_number(float(v.detach())) for k, v in losses.items()}
+            self.record_divergence(
+                {
+                    "step": int(self.global_step),
+                    "epoch": int(self.current_epoch),
+                    "reason": reason or f"non-finite loss {values}",
+                    "losses": values,
+                }
+            )
             return None
+        self.loss_history.append(int(self.global_step), losses)
         bs = len(images)
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
         for k, v in losses.items():
             self.log(f"train/{k}", v, batch_size=bs)
         return loss
+
+    # ------------------------------------------------------------------ resume
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Store the random states next to the weights (plain tensors: loads with ``weights_only=True``)."""
+        checkpoint[RNG_STATES_KEY] = capture_rng_states()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Keep the checkpoint's random states for :meth:`on_train_start` (set-up code draws in between)."""
+        self._rng_states_to_restore = checkpoint.get(RNG_STATES_KEY)
+
+    def on_train_start(self) -> None:
+        """On resume, put back the random states of the moment the checkpoint was written."""
+        if self._rng_states_to_restore is not None:
+            restore_rng_states(self._rng_states_to_restore)
+            self._rng_states_to_restore = None
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = self.optimizer_factory([p for p in self.model.parameters() if p.requires_grad])
@@ -107,6 +157,8 @@ class DetectionModule(L.LightningModule):
         return detections
 
     def validation_step(self, batch: Batch, batch_idx: int) -> list[dict[str, Tensor]]:
+        if self.divergence is not None:  # Lightning still validates at the epoch end: nothing to measure
+            return []
         return self._eval_step(batch, self.val_metrics)
 
     def test_step(self, batch: Batch, batch_idx: int) -> list[dict[str, Tensor]]:
@@ -120,10 +172,19 @@ class DetectionModule(L.LightningModule):
         self.final_metrics[stage] = {k: float(v) for k, v in values.items()}
 
     def on_validation_epoch_end(self) -> None:
+        if self.divergence is not None:  # keep the last validation before the divergence
+            self.val_metrics.reset()
+            return
         self._log_metrics("val", self.val_metrics)
 
     def on_test_epoch_end(self) -> None:
         self._log_metrics("test", self.test_metrics)
+
+
+def is_non_finite_error(err: BaseException) -> bool:
+    """Whether ``err`` is a loss refusing non-finite inputs (GHM ``check_finite``), i.e. a divergence."""
+    text = str(err)
+    return "non-finite" in text or "overflowed float32" in text
 
 
 def _metric_target(target: dict[str, Tensor]) -> dict[str, Tensor]:

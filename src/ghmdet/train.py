@@ -1,8 +1,11 @@
 """The one entry point: ``ghmdet-train`` / ``python -m ghmdet.train`` (Hydra).
 
-Instantiate data, losses, model, LightningModule and trainer from the config; fit (resuming from the run's
-``checkpoints/last.ckpt`` when it exists); test; write ``metrics.json``; close the W&B run. Everything a run
-writes goes under its Hydra output dir.
+Validate the config; check the run dir can take results; instantiate data, losses, model, LightningModule
+and trainer; fit (resuming from the run's ``checkpoints/last.ckpt`` when it exists, loaded with
+``weights_only=True``); test; write ``metrics.json``; close the W&B run. Everything a run writes goes under
+its Hydra output dir. Failures a user can fix (config, data, checkpoint, output dir) end with one line on
+stderr and exit status 2; ``metrics.json`` records the status (``completed`` / ``diverged`` / ``failed``) and
+why. See ``docs/reliability.md``.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import json
 import logging
 import os
 import subprocess
+import sys
 import time
 import traceback
 from pathlib import Path
@@ -20,11 +24,30 @@ import hydra
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
+from hydra.types import RunMode
 from hydra.utils import instantiate
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from ghmdet.callbacks import IterationTimer
+from ghmdet.config_validation import ConfigError, validate_config
+from ghmdet.data.annotations import DatasetError
 from ghmdet.lit import DetectionModule
+from ghmdet.reliability import (
+    UNWRITABLE_ERRNOS,
+    AtomicCheckpointIO,
+    CheckpointError,
+    DivergenceGuard,
+    OutputDirError,
+    check_checkpoint,
+    check_output_dir,
+    describe_os_error,
+    install_log_redaction,
+    redact,
+    redact_file,
+)
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +56,18 @@ CONFIG_DIR = PROJECT_ROOT / "conf"
 METRICS_FILE = "metrics.json"
 #: keys of the trainer config group that configure the suite, not lightning.Trainer
 NON_TRAINER_KEYS = ("sync_ghm_stats",)
+#: free space a run dir needs at start-up unless the config sets ``min_free_disk_mb``
+DEFAULT_MIN_FREE_MB = 100.0
+#: errors a user fixes (config, data, checkpoint, output dir): one line on stderr, exit status 2
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    ConfigError,
+    DatasetError,
+    CheckpointError,
+    OutputDirError,
+    HydraException,
+    OmegaConfBaseException,
+    MisconfigurationException,
+)
 
 OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT), replace=True)
 
@@ -56,11 +91,46 @@ def git_commit() -> str | None:
         return None
 
 
+def _write_synced(path: Path, text: str) -> None:
+    with open(path, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
 def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    """Write JSON so that a crash never leaves a half-written file (write a sibling, then rename)."""
+    """Write JSON so that a crash never leaves a half-written file (write + fsync a sibling, then rename).
+
+    Secrets (``WANDB_API_KEY`` and the like) are redacted from the payload first.
+    """
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
+    try:
+        _write_synced(tmp, json.dumps(redact(payload), indent=2, sort_keys=False) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def start_record(out_dir: Path, record: dict[str, Any], started: float) -> None:
+    """Make ``record`` the run dir's ``metrics.json``, keeping an earlier one beside it (time-stamped).
+
+    The new record is written (and fsync'ed) first; only then is an earlier ``metrics.json`` renamed, so a
+    full disk or an unwritable dir leaves the earlier result where it was.
+    """
+    path = out_dir / METRICS_FILE
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        _write_synced(tmp, json.dumps(redact(record), indent=2, sort_keys=False) + "\n")
+        if path.exists():
+            # Never lose an earlier result (even an unreadable one): a rerun keeps it beside, time-stamped.
+            stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(started))
+            backup, n = out_dir / f"metrics.{stamp}.json", 1
+            while backup.exists():
+                backup, n = out_dir / f"metrics.{stamp}-{n}.json", n + 1
+            os.replace(path, backup)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def read_metrics(run_dir: Path) -> dict[str, Any] | None:
@@ -73,8 +143,69 @@ def read_metrics(run_dir: Path) -> dict[str, Any] | None:
         return None
 
 
-def _loggers(cfg: DictConfig) -> list[Any]:
-    return [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None and "_target_" in c]
+def _is_wandb(node: DictConfig) -> bool:
+    return str(node.get("_target_", "")).rsplit(".", 1)[-1] == "WandbLogger"
+
+
+def _start_wandb(node: DictConfig) -> tuple[Any | None, str]:
+    """A started WandbLogger, or None and why W&B is off (import error, unwritable dir, failed init)."""
+    try:
+        import wandb
+    except Exception as err:  # ImportError, or a broken install failing at import time
+        return None, f"the wandb package cannot be imported ({type(err).__name__}: {_first_line(err)})"
+    mode = str(node.get("mode") or os.environ.get("WANDB_MODE") or "online")
+    if mode == "disabled":
+        return None, "W&B mode is 'disabled'"
+    wandb_dir = Path(str(node.get("save_dir") or ".")) / "wandb"
+    try:
+        check_output_dir(wandb_dir)
+    except OutputDirError as err:
+        reason = describe_os_error(err.__cause__) if isinstance(err.__cause__, OSError) else err.strerror
+        return None, f"its directory {wandb_dir} is not writable ({reason})"
+    logger = None
+    try:
+        # Resolved and redacted first: the run name (Hydra's override_dirname) or notes could hold a secret
+        # through an interpolation such as ${oc.env:WANDB_API_KEY}.
+        logger = instantiate(redact(OmegaConf.to_container(node, resolve=True)))
+        logger.experiment  # noqa: B018 -- starts the run now (wandb.init), so failures surface here
+    except Exception as err:  # CommError (no network), UsageError (no API key), OSError, ...
+        try:
+            if wandb.run is not None:
+                wandb.finish(exit_code=1, quiet=True)
+        except Exception:  # pragma: no cover - best effort cleanup of a half-started run
+            pass
+        return None, f"wandb.init failed in {mode} mode ({type(err).__name__}: {_first_line(err)})"
+    return logger, ""
+
+
+def _first_line(err: BaseException) -> str:
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[0] if lines else ""
+
+
+def _loggers(cfg: DictConfig) -> tuple[list[Any], dict[str, Any]]:
+    """The configured loggers, and the W&B status for metrics.json.
+
+    W&B never stops a run: when it cannot start, it is dropped with a warning saying why and the other
+    loggers (CSV) and every local result go on.
+    """
+    loggers: list[Any] = []
+    wandb_status: dict[str, Any] = {"enabled": False, "reason": "no W&B logger configured"}
+    for node in (cfg.get("logger") or {}).values():
+        if node is None or "_target_" not in node:
+            continue
+        if not _is_wandb(node):
+            loggers.append(instantiate(node))
+            continue
+        logger, reason = _start_wandb(node)
+        if logger is None:
+            log.warning("W&B logging is off: %s. Training goes on; results are written locally.", reason)
+            wandb_status = {"enabled": False, "reason": reason}
+        else:
+            loggers.append(logger)
+            run = logger.experiment
+            wandb_status = {"enabled": True, "mode": str(getattr(run.settings, "mode", "")), "run_id": run.id}
+    return loggers, wandb_status
 
 
 def _callbacks(cfg: DictConfig) -> list[L.Callback]:
@@ -87,10 +218,15 @@ def _finish_wandb() -> None:
     """Close the W&B run so that multirun jobs never share one (a no-op without wandb)."""
     try:
         import wandb
-    except ImportError:
+    except Exception:
         return
-    if wandb.run is not None:
-        wandb.finish()
+    try:
+        if wandb.run is not None:
+            wandb.finish()
+    except Exception as err:  # an unfinished upload must not turn a finished run into a crash
+        log.warning(
+            "closing the W&B run failed (%s: %s); local results are complete", type(err).__name__, err
+        )
 
 
 def build(cfg: DictConfig) -> tuple[L.LightningDataModule, DetectionModule]:
@@ -112,63 +248,111 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, DetectionModule]:
     return datamodule, module
 
 
+def _config_record(cfg: DictConfig) -> dict[str, Any]:
+    try:
+        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    except OmegaConfBaseException:  # an unresolvable interpolation: keep the raw config
+        return OmegaConf.to_container(cfg, resolve=False)  # type: ignore[return-value]
+
+
+def _redact_hydra_files(out_dir: Path) -> None:
+    """Hydra saved the composed config and the command line under ``.hydra/``: redact secrets there."""
+    subdir = HydraConfig.get().output_subdir if HydraConfig.initialized() else ".hydra"
+    if subdir is None:
+        return
+    for path in (out_dir / str(subdir)).glob("*.yaml"):
+        redact_file(path)
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
-    """Train + test one configuration; returns what it wrote to ``metrics.json``."""
+    """Train + test one configuration; returns what it wrote to ``metrics.json``.
+
+    Start-up order: config validation and the output-dir check come before anything is loaded or written,
+    so a bad config, an unwritable dir or a full disk fail in a second and leave earlier results alone.
+    """
+    install_log_redaction()
     out_dir = Path(cfg.paths.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     previous = read_metrics(out_dir)
-    if previous is not None and previous.get("status") == "completed" and cfg.skip_completed:
-        log.info("%s already holds a completed run; skipping (skip_completed=false reruns it)", out_dir)
+    # A diverged run is finished too: rerunning it would diverge again (a sweep's momentum-0.9 row).
+    finished = previous is not None and previous.get("status") in ("completed", "diverged")
+    if finished and cfg.get("skip_completed", True):
+        log.info(
+            "%s already holds a %s run; skipping (skip_completed=false reruns it)", out_dir, previous["status"]
+        )
         return previous
+
+    started = time.time()
+    record: dict[str, Any] = {
+        "status": "running",
+        "config": _config_record(cfg),
+        "overrides": (
+            OmegaConf.to_container(HydraConfig.get().overrides.task, resolve=False)
+            if HydraConfig.initialized()
+            else []
+        ),
+        "git_commit": git_commit(),
+        "seed": cfg.get("seed"),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+    }
+    try:
+        validate_config(cfg)
+    except ConfigError as err:
+        record["status"], record["reason"] = "failed", str(err)
+        _record_start_failure(out_dir, record, started)
+        raise
+    check_output_dir(out_dir, float(cfg.get("min_free_disk_mb", DEFAULT_MIN_FREE_MB)))
+    _redact_hydra_files(out_dir)
+    # Visible while training: a job killed half-way leaves "running", not a stale or missing record.
+    start_record(out_dir, record, started)
 
     L.seed_everything(cfg.seed, workers=True)
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
-    started = time.time()
-    record: dict[str, Any] = {
-        "status": "running",
-        "config": OmegaConf.to_container(cfg, resolve=True),
-        "overrides": list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else [],
-        "git_commit": git_commit(),
-        "seed": int(cfg.seed),
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
-    }
-    if (out_dir / METRICS_FILE).exists():
-        # Never lose an earlier result (even an unreadable one): a rerun keeps it beside, time-stamped.
-        stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(started))
-        os.replace(out_dir / METRICS_FILE, out_dir / f"metrics.{stamp}.json")
-    # Visible while training: a job killed half-way leaves "running", not a stale or missing record.
-    write_json_atomic(out_dir / METRICS_FILE, record)
     timer = IterationTimer()
     module: DetectionModule | None = None
     trainer: L.Trainer | None = None
     try:
-        datamodule, module = build(cfg)
-        trainer_cfg = OmegaConf.masked_copy(
-            cfg.trainer, [k for k in cfg.trainer if k not in NON_TRAINER_KEYS]
-        )
+        last_ckpt = out_dir / "checkpoints" / "last.ckpt"
+        ckpt_path = None
+        if cfg.resume and last_ckpt.is_file():
+            # Refuse a truncated or code-carrying checkpoint before anything heavy is built.
+            record["resumed_from_step"] = check_checkpoint(last_ckpt)
+            ckpt_path = str(last_ckpt)
+            log.info("resuming from %s (step %d)", ckpt_path, record["resumed_from_step"])
+        loggers, record["wandb"] = _loggers(cfg)
+        # Resolved first: masked_copy detaches the node, so ${...} pointing outside trainer would not resolve.
+        trainer_node = OmegaConf.create(OmegaConf.to_container(cfg.trainer, resolve=True))
+        trainer_cfg = OmegaConf.masked_copy(trainer_node, [k for k in trainer_node if k not in NON_TRAINER_KEYS])
+        extra: dict[str, Any] = {}
+        if trainer_cfg.get("plugins") is None:
+            extra["plugins"] = [AtomicCheckpointIO()]  # a kill during a save keeps the previous checkpoint
         trainer = instantiate(
             trainer_cfg,
-            logger=_loggers(cfg) or False,
-            callbacks=[*_callbacks(cfg), timer],
+            logger=loggers or False,
+            callbacks=[*_callbacks(cfg), timer, DivergenceGuard()],
             default_root_dir=str(out_dir),
+            **extra,
         )
         for logger in trainer.loggers:
-            logger.log_hyperparams(record["config"])
-        last_ckpt = out_dir / "checkpoints" / "last.ckpt"
-        ckpt_path = str(last_ckpt) if cfg.resume and last_ckpt.is_file() else None
-        if ckpt_path:
-            log.info("resuming from %s", ckpt_path)
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+            logger.log_hyperparams(redact(record["config"]))
+        datamodule, module = build(cfg)
+        # weights_only=True: a checkpoint holds tensors and plain values only; no code from it ever runs.
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         if module.divergence is None:
             trainer.test(module, datamodule=datamodule)
             record["status"] = "completed"
         else:
             record["status"] = "diverged"
             record["reason"] = (
-                f"non-finite loss at step {module.divergence['step']}: {module.divergence['losses']}"
+                f"non-finite training state at step {module.divergence['step']}: "
+                f"{module.divergence.get('reason', '')}"
             )
-            record["divergence"] = module.divergence
+            record["divergence"] = {**module.divergence, "checkpoint": _checkpoint_summary(last_ckpt)}
+            log.error(
+                "run diverged: %s; last good checkpoint: %s",
+                record["reason"],
+                record["divergence"]["checkpoint"],
+            )
     except Exception as err:  # recorded for the sweep tables, then re-raised so the job fails visibly
         record["status"] = "failed"
         record["reason"] = f"{type(err).__name__}: {err}"
@@ -176,6 +360,25 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         _finalise(record, module, trainer, timer, started, out_dir)
         raise
     return _finalise(record, module, trainer, timer, started, out_dir)
+
+
+def _record_start_failure(out_dir: Path, record: dict[str, Any], started: float) -> None:
+    """Best effort: note a start-up failure in metrics.json when the dir takes it (earlier results kept)."""
+    try:
+        check_output_dir(out_dir, 0.0)
+        start_record(out_dir, {**record, "wall_seconds": round(time.time() - started, 1)}, started)
+    except OSError as err:
+        log.warning("could not record the failure in %s: %s", out_dir / METRICS_FILE, describe_os_error(err))
+
+
+def _checkpoint_summary(path: Path) -> dict[str, Any] | None:
+    """Where the last good checkpoint is and its step (None when none was saved)."""
+    if not path.is_file():
+        return None
+    try:
+        return {"path": str(path), "step": check_checkpoint(path)}
+    except CheckpointError as err:
+        return {"path": str(path), "error": str(err)}
 
 
 def _finalise(
@@ -192,16 +395,106 @@ def _finalise(
     record["seconds_per_iteration"] = timer.seconds_per_iteration
     record["iterations"] = int(trainer.global_step) if trainer is not None else 0
     record["wall_seconds"] = round(time.time() - started, 1)
-    write_json_atomic(out_dir / METRICS_FILE, record)
+    try:
+        write_json_atomic(out_dir / METRICS_FILE, record)
+    except OSError as err:
+        if record["status"] != "failed":
+            raise
+        # Recording a failure must not hide it (a full disk fails both); the "running" record stays.
+        log.error("could not record the failure in %s: %s", out_dir / METRICS_FILE, describe_os_error(err))
     _finish_wandb()
     return record
 
 
+#: set by :func:`main`: errors a user can fix end with one line instead of a traceback
+_ONE_LINE_ERRORS = False
+
+
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
-def main(cfg: DictConfig) -> float | None:
-    record = run(cfg)
+def hydra_main(cfg: DictConfig) -> float | None:
+    """The Hydra app: one run per composed config (a multirun calls it once per job)."""
+    try:
+        record = run(cfg)
+    except Exception as err:
+        line = error_line(err) if _ONE_LINE_ERRORS else None
+        # In a multirun the job fails and the sweep goes on; Hydra reports the failed job at the end.
+        if line is None or (HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN):
+            raise
+        _print_error(line)
+        raise SystemExit(2) from None
     ap = record.get("metrics", {}).get("AP")
     return float(ap) if ap is not None else None
+
+
+def _lines(err: BaseException) -> list[str]:
+    return [line.strip() for line in str(err).splitlines() if line.strip()]
+
+
+def error_line(err: BaseException) -> str | None:
+    """One line for an error a user can fix (config, data, checkpoint, output dir); None for anything else."""
+    if isinstance(err, OutputDirError):
+        return str(err.strerror)
+    if isinstance(err, HydraException):
+        # Composition errors ("Could not find 'loss/cls/ghm'", then the options and the search path) and
+        # instantiation errors ("Error in call to target ...", then the cause).
+        lines = _lines(err)
+        if "Config search path:" in lines:
+            lines = lines[: lines.index("Config search path:")]
+        if lines and lines[-1].startswith("Available options in"):
+            lines[-1] = lines[-1].rstrip(":") + ":"
+        options = [line for line in lines if " " not in line and not line.endswith(".")]
+        text = " ".join(line for line in lines if line not in options)
+        if options:
+            text += " " + ", ".join(options)
+        cause = err.__cause__
+        if cause is not None and str(cause).strip() and str(cause).strip() not in text:
+            text += f" ({type(cause).__name__}: {' '.join(_lines(cause))})"
+        text = " ".join(part for part in text.split() if not part.startswith("https://hydra.cc"))
+        return f"config error: {text}"
+    if isinstance(err, OSError):
+        if err.errno not in UNWRITABLE_ERRNOS:
+            return None
+        return f"cannot write results: {describe_os_error(err)}"
+    if not isinstance(err, USER_ERRORS):
+        return None
+    lines = _lines(err)
+    if isinstance(err, DatasetError) and len(lines) > 1:
+        # Raised in a DataLoader worker: torch wraps the message in the worker's traceback, whose last line
+        # is the original message (naming the file and record) after the exception's qualified name.
+        return lines[-1].removeprefix("ghmdet.data.annotations.DatasetError: ")
+    return " ".join(lines)
+
+
+def _print_error(line: str) -> None:
+    # Secrets never reach the terminal either.
+    print(f"ghmdet-train: error: {redact(line)}", file=sys.stderr, flush=True)
+
+
+def main() -> None:
+    """Console entry point (``ghmdet-train``): the Hydra app, with one-line errors for fixable problems.
+
+    An error a user can fix (an unknown choice, an invalid value, corrupt data, an unloadable checkpoint, an
+    unwritable or full output dir) ends with one line ``ghmdet-train: error: ...`` on stderr and exit status
+    2, instead of Hydra's report or a traceback. Anything else keeps its traceback (a bug). A user who sets
+    ``HYDRA_FULL_ERROR=1`` gets full tracebacks for everything.
+    """
+    global _ONE_LINE_ERRORS
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        hydra_main()
+        return
+    _ONE_LINE_ERRORS = True
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises (composition errors, multirun failures) to here
+    try:
+        hydra_main()
+    except Exception as err:
+        line = error_line(err)
+        if line is None:
+            raise
+        _print_error(line)
+        raise SystemExit(2) from None
+    finally:
+        os.environ.pop("HYDRA_FULL_ERROR", None)
+        _ONE_LINE_ERRORS = False
 
 
 if __name__ == "__main__":

@@ -1,17 +1,22 @@
 """Fuzz the COCO loader: a corrupted file either loads into consistent targets or raises DatasetError.
 
+Two fuzzers: annotation JSON (below) and image files (truncated, bytes overwritten, garbage, empty, another
+size), the latter read through the dataset as training reads them.
+
 Corruptions: deleted fields/records, values of the wrong type (null, bool, huge ints, NaN/inf, strings, lists,
 objects), small integers in numeric places (zero/negative sizes, out-of-image boxes, unknown or clashing
 ids), random boxes (often degenerate or outside the image), duplicated records (duplicate ids) and JSON
 text cut at a random position. Never any other exception.
 
-``GHMDET_FUZZ_EXAMPLES=N`` changes the number of examples; ``GHMDET_FUZZ_RANDOM=1`` draws new ones each run
-(by default the examples are derandomized so the suite is stable).
+``GHMDET_FUZZ_EXAMPLES=N`` sets the number of examples of each fuzzer (default 200); ``GHMDET_FUZZ_RANDOM=1``
+draws new ones each run (by default the examples are derandomized so the suite is stable). Each test prints
+its outcome counts (``pytest -s``): how many corrupted inputs it ran, how many loaded, how many were rejected.
 """
 
 from __future__ import annotations
 
 import copy
+import io
 import json
 import os
 from pathlib import Path
@@ -19,6 +24,7 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from PIL import Image
 
 from ghmdet.data.annotations import DatasetError
 from ghmdet.data.coco import CocoDetectionDataset
@@ -140,6 +146,81 @@ def test_corrupted_annotation_files_load_or_raise_dataset_error(
         check_dataset(dataset)
 
     run()
-    print(f"fuzz outcomes: {outcomes}")
-    assert outcomes["examples"] >= min(MAX_EXAMPLES, 150)
+    completed = outcomes["loaded"] + outcomes["rejected"]
+    print(f"annotation fuzz: {completed} corrupted annotation files ran: {outcomes}")
+    assert completed >= min(MAX_EXAMPLES, 150)
     assert outcomes["loaded"] > 0 and outcomes["rejected"] > 0  # both branches were exercised
+
+
+def corrupt_image_bytes(data: st.DataObject, original: bytes, width: int, height: int) -> bytes:
+    """One random corruption of an encoded image."""
+    operation = data.draw(
+        st.sampled_from(["truncate", "overwrite", "garbage", "empty", "resize", "other_format"]), label="op"
+    )
+    if operation == "truncate":
+        return original[: data.draw(st.integers(0, len(original) - 1), label="cut")]
+    if operation == "overwrite":
+        corrupted = bytearray(original)
+        for _ in range(data.draw(st.integers(1, 8), label="bytes")):
+            corrupted[data.draw(st.integers(0, len(original) - 1), label="at")] = data.draw(
+                st.integers(0, 255), label="value"
+            )
+        return bytes(corrupted)
+    if operation == "garbage":
+        return data.draw(st.binary(min_size=1, max_size=256), label="garbage")
+    if operation == "empty":
+        return b""
+    buffer = io.BytesIO()
+    if operation == "resize":  # a valid image of another size than the annotation says
+        size = (width + data.draw(st.integers(1, 5), label="dw"), height)
+        Image.new("RGB", size).save(buffer, format="PNG")
+    else:  # a valid JPEG under the .png name, of the right size: must load
+        Image.new("RGB", (width, height), color=(10, 20, 30)).save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+def test_corrupted_image_files_load_or_raise_dataset_error_naming_the_file(
+    fuzz_base: tuple[Path, dict[str, Any]],
+) -> None:
+    root, valid = fuzz_base
+    image_dir = root / "images"
+    ann_file = root / "instances_fuzz_images.json"
+    ann_file.write_text(json.dumps(valid))
+    dataset = CocoDetectionDataset(image_dir, ann_file)  # no cache: every item decodes its file
+    originals = {r.file_name: (image_dir / r.file_name).read_bytes() for r in dataset.records}
+    outcomes = {"examples": 0, "loaded": 0, "rejected": 0}
+
+    @settings(
+        max_examples=MAX_EXAMPLES,
+        deadline=None,
+        database=None,
+        derandomize=DERANDOMIZE,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+    @given(data=st.data())
+    def run(data: st.DataObject) -> None:
+        outcomes["examples"] += 1
+        index = data.draw(st.integers(0, len(dataset) - 1), label="image")
+        record = dataset.records[index]
+        path = image_dir / record.file_name
+        try:
+            path.write_bytes(
+                corrupt_image_bytes(data, originals[record.file_name], record.width, record.height)
+            )
+            try:
+                image, _ = dataset[index]
+            except DatasetError as error:
+                outcomes["rejected"] += 1
+                message = str(error)
+                assert str(path) in message and f"id={record.image_id}" in message and "\n" not in message
+                return
+            outcomes["loaded"] += 1
+            assert image.shape == (3, record.height, record.width)
+        finally:
+            path.write_bytes(originals[record.file_name])
+
+    run()
+    completed = outcomes["loaded"] + outcomes["rejected"]
+    print(f"image fuzz: {completed} corrupted image files ran: {outcomes}")
+    assert completed >= min(MAX_EXAMPLES, 150)
+    assert outcomes["loaded"] > 0 and outcomes["rejected"] > 0

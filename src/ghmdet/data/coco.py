@@ -12,12 +12,23 @@
 Images without annotations are kept (they train with all anchors negative); their ``boxes`` is ``[0, 4]``.
 Crowd boxes are kept with ``iscrowd=1``: the model ignores them in matching, the COCO metric uses them.
 Validation rules and the ``box_policy`` are described in :mod:`ghmdet.data.annotations`.
+
+Resumable, reproducible training order (``docs/reliability.md``): the train loader is a
+:class:`ResumableDataLoader` over a :class:`ResumableRandomSampler`. The shuffling order of epoch ``e`` is a
+function of ``(seed, e)`` alone, and the random augmentation of a sample is a function of
+``(seed, e, index)`` alone (each sample's transforms run on a private RNG stream), so neither depends on how
+many epochs ran in this process, on worker processes or on prefetching. The loader reports its position
+(epoch, samples served) through ``state_dict()``; Lightning stores it in the checkpoint and a resumed run
+continues with the very next sample, mid-epoch included.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence, Sized
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +36,7 @@ import lightning as L
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ghmdet.data.annotations import (
     BoxPolicy,
@@ -36,10 +47,42 @@ from ghmdet.data.annotations import (
     load_coco_annotations,
     read_num_classes,
 )
+from ghmdet.data.samplers import eval_sampler
 from ghmdet.data.transforms import Target, Transform, build_train_transforms
+
+logger = logging.getLogger(__name__)
 
 # Exceptions PIL raises for unreadable, truncated or hostile image files.
 _IMAGE_READ_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+
+#: A training sample key: (dataset index, seed of its augmentation RNG stream).
+SampleKey = tuple[int, int]
+_UINT64 = 2**64 - 1
+# Spawn-key tags keeping the shuffling and the augmentation streams apart.
+_PERMUTATION_STREAM, _AUGMENTATION_STREAM = 0, 1
+
+
+def derive_seed(seed: int, *keys: int) -> int:
+    """A 64-bit seed that is a pure function of ``seed`` and ``keys`` (NumPy ``SeedSequence`` mixing)."""
+    sequence = np.random.SeedSequence(entropy=seed & _UINT64, spawn_key=tuple(int(k) for k in keys))
+    return int(sequence.generate_state(1, dtype=np.uint64)[0])
+
+
+@contextmanager
+def private_torch_rng(seed: int) -> Iterator[None]:
+    """Run the block on torch's CPU generator seeded with ``seed``, then put the caller's state back.
+
+    Only the CPU generator is touched (``torch.manual_seed`` would also reseed every CUDA device), so code
+    that draws from the global generator (the transforms) becomes a pure function of ``seed`` without
+    disturbing the training process's own random stream.
+    """
+    generator = torch.default_generator
+    saved = generator.get_state()
+    generator.manual_seed(seed)
+    try:
+        yield
+    finally:
+        generator.set_state(saved)
 
 
 class CocoDetectionDataset(Dataset[tuple[torch.Tensor, Target]]):
@@ -137,11 +180,18 @@ class CocoDetectionDataset(Dataset[tuple[torch.Tensor, Target]]):
             "area": torch.from_numpy(record.area.copy()),
         }
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, Target]:
+    def __getitem__(self, key: int | SampleKey) -> tuple[torch.Tensor, Target]:
+        """``(image, target)`` of ``key``: an index, or ``(index, seed)`` to draw the augmentation from its
+        own RNG stream seeded with ``seed`` (what :class:`ResumableRandomSampler` yields)."""
+        index, seed = (key, None) if isinstance(key, int) else key
         image = self.load_image(index).to(torch.float32).div_(255.0)
         target = self.get_target(index)
         if self.transforms is not None:
-            image, target = self.transforms(image, target)
+            if seed is None:
+                image, target = self.transforms(image, target)
+            else:
+                with private_torch_rng(seed):
+                    image, target = self.transforms(image, target)
         return image, target
 
     def coco_ground_truth(self) -> dict[str, Any]:
@@ -195,6 +245,146 @@ def collate_detection(
     images = [image for image, _ in batch]
     targets = [target for _, target in batch]
     return images, targets
+
+
+def _process_group() -> tuple[int, int]:
+    """``(world size, rank)`` of the initialised process group, ``(1, 0)`` without one."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_world_size(), torch.distributed.get_rank()
+    return 1, 0
+
+
+class ResumableRandomSampler(DistributedSampler):
+    """Shuffles a dataset per epoch, reproducibly and resumably, sharded over ``num_replicas`` processes.
+
+    Epoch ``e`` visits ``randperm(len(dataset))`` drawn from a generator seeded with
+    ``derive_seed(seed, 0, e)`` (the same on every process), padded by repetition to a multiple of
+    ``num_replicas`` as :class:`DistributedSampler` does; process ``rank`` takes the positions
+    ``rank::num_replicas``.
+    Each position ``p`` yields ``(index, derive_seed(seed, 1, e, p))``: the second item seeds that sample's
+    augmentation (see :meth:`CocoDetectionDataset.__getitem__`). Lightning calls :meth:`set_epoch` at each
+    epoch start. :meth:`resume_at` makes the next iteration of an epoch skip the samples already consumed.
+
+    It is a :class:`DistributedSampler` so that Lightning keeps it under DDP instead of wrapping it (the
+    wrapper would hide the position); with the defaults (one process) no process group is needed.
+    """
+
+    def __init__(self, dataset: Sized, seed: int = 0, num_replicas: int = 1, rank: int = 0) -> None:
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ValueError(f"seed must be an integer, got {seed!r}")
+        super().__init__(
+            dataset,  # type: ignore[arg-type]
+            num_replicas=num_replicas,
+            rank=rank,
+            shuffle=True,
+            seed=seed,
+            drop_last=False,
+        )
+        self._skip = 0  # samples of `epoch` to skip at the next iteration (set by resume_at)
+        #: (epoch, first position) of the iteration in progress; None before the first one.
+        self.active: tuple[int, int] | None = None
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch of the next iteration (a pending resume offset survives only for its epoch)."""
+        if epoch != self.epoch:
+            self._skip = 0
+        self.epoch = int(epoch)
+
+    def resume_at(self, epoch: int, consumed: int) -> None:
+        """Continue epoch ``epoch`` after this process's first ``consumed`` samples (all: the next epoch)."""
+        if consumed >= self.num_samples:
+            epoch, consumed = epoch + 1, 0
+        self.epoch, self._skip = int(epoch), max(int(consumed), 0)
+
+    def positions(self, epoch: int) -> list[tuple[int, int]]:
+        """This process's ``(position, index)`` pairs of ``epoch``, in visiting order."""
+        size = len(self.dataset)  # type: ignore[arg-type]
+        generator = torch.Generator().manual_seed(derive_seed(self.seed, _PERMUTATION_STREAM, epoch))
+        order = torch.randperm(size, generator=generator).tolist()
+        if size and self.total_size > size:  # pad as DistributedSampler does
+            order += (order * math.ceil(self.total_size / size))[: self.total_size - size]
+        return [(p, order[p]) for p in range(self.rank, self.total_size, self.num_replicas)]
+
+    def order(self, epoch: int) -> list[int]:
+        """This process's shuffled indices of ``epoch``."""
+        return [index for _, index in self.positions(epoch)]
+
+    def __iter__(self) -> Iterator[SampleKey]:  # type: ignore[override]
+        epoch, start = self.epoch, self._skip
+        self._skip = 0
+        self.active = (epoch, start)
+        for position, index in self.positions(epoch)[start:]:
+            yield index, derive_seed(self.seed, _AUGMENTATION_STREAM, epoch, position)
+
+
+class ResumableDataLoader(DataLoader):
+    """A :class:`DataLoader` over a :class:`ResumableRandomSampler` that checkpoints its position.
+
+    It counts the batches it has handed out in the current epoch; ``state_dict()`` turns that into
+    ``{"epoch", "consumed"}`` samples, and ``load_state_dict()`` makes the next iteration continue there.
+    Lightning saves and restores this state with the loop state (its ``_Stateful`` protocol). The count is
+    taken where batches leave the loader, so worker processes and their prefetching do not shift it.
+    """
+
+    def __init__(self, dataset: Dataset[Any], sampler: ResumableRandomSampler, **kwargs: Any) -> None:
+        super().__init__(dataset, sampler=sampler, **kwargs)
+        self._served = 0
+
+    @property
+    def resumable_sampler(self) -> ResumableRandomSampler:
+        """The sampler whose epoch and offset the state describes."""
+        if not isinstance(self.sampler, ResumableRandomSampler):
+            raise TypeError(f"ResumableDataLoader needs a ResumableRandomSampler, got {type(self.sampler)}")
+        return self.sampler
+
+    def __iter__(self) -> Iterator[Any]:
+        self._served = 0
+        return self._counted(super().__iter__())
+
+    def _counted(self, batches: Iterator[Any]) -> Iterator[Any]:
+        for batch in batches:
+            self._served += 1
+            yield batch
+
+    def state_dict(self) -> dict[str, int]:
+        """Position: ``{"epoch": e, "consumed": samples of e this process handed out, ...sizes}``."""
+        sampler = self.resumable_sampler
+        if sampler.active is None:  # nothing drawn yet in this process
+            epoch, consumed = sampler.epoch, sampler._skip
+        else:
+            epoch, start = sampler.active
+            consumed = min(start + self._served * int(self.batch_size or 1), len(sampler))
+        return {
+            "epoch": epoch,
+            "consumed": consumed,
+            "dataset_size": len(self.dataset),  # type: ignore[arg-type]
+            "num_replicas": sampler.num_replicas,
+        }
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Continue from a :meth:`state_dict` (same training data; a changed process count is mapped)."""
+        sampler = self.resumable_sampler
+        size = len(self.dataset)  # type: ignore[arg-type]
+        if int(state.get("dataset_size", size)) != size:
+            raise ValueError(
+                f"the checkpointed train loader had {state['dataset_size']} images, this one has {size}: "
+                "the training data changed, so the position in the epoch cannot be restored"
+            )
+        consumed = int(state["consumed"])
+        replicas = int(state.get("num_replicas", sampler.num_replicas))
+        if replicas != sampler.num_replicas:
+            consumed = consumed * replicas // sampler.num_replicas
+            logger.warning(
+                "resuming on %d processes from a checkpoint of %d: the position in epoch %d is approximate",
+                sampler.num_replicas,
+                replicas,
+                state["epoch"],
+            )
+        sampler.resume_at(int(state["epoch"]), consumed)
+        self._served = 0
 
 
 def _prepare_treecrowns(root: Path) -> None:
@@ -402,16 +592,21 @@ class DetectionDataModule(L.LightningDataModule):
     def _loader(self, dataset: CocoDetectionDataset | None, batch_size: int, shuffle: bool) -> DataLoader:
         if dataset is None:
             raise RuntimeError("call setup() with the matching stage before asking for this dataloader")
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            collate_fn=collate_detection,
-            persistent_workers=self.num_workers > 0,
-            # A dedicated generator makes the shuffling order a function of `seed` alone.
-            generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
-        )
+        common: dict[str, Any] = {
+            "batch_size": batch_size,
+            "num_workers": self.num_workers,
+            "collate_fn": collate_detection,
+            "persistent_workers": self.num_workers > 0,
+            # A dedicated generator: creating an iterator (which draws the workers' base seed) never
+            # consumes the training process's global RNG, so a resumed run draws the same numbers.
+            "generator": torch.Generator().manual_seed(derive_seed(self.seed, 2)),
+        }
+        if shuffle:
+            replicas, rank = _process_group()
+            sampler = ResumableRandomSampler(dataset, self.seed, num_replicas=replicas, rank=rank)
+            return ResumableDataLoader(dataset, sampler, **common)
+        # Under DDP: unpadded shards, so no image is evaluated twice (None: the plain sequential order).
+        return DataLoader(dataset, sampler=eval_sampler(dataset), shuffle=False, **common)
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled train batches of ``(list[image], list[target])``."""
