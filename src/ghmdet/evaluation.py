@@ -9,11 +9,13 @@ detections before computing, so the numbers equal a single-device evaluation.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
 from torchmetrics.detection import MeanAveragePrecision
+
+from ghmdet.distributed import sync_list_states
 
 METRIC_NAMES = ("AP", "AP50", "AP75", "AP80", "AP90", "APS", "APM", "APL", "AR100")
 _IOU_THRESHOLDS = [round(0.5 + 0.05 * i, 2) for i in range(10)]
@@ -33,6 +35,10 @@ class CocoDetectionMetrics(MeanAveragePrecision):
             backend=backend,
             **kwargs,
         )
+
+    def _sync_dist(self, dist_sync_fn: Any = None, process_group: Any = None) -> None:
+        # ranks may hold different numbers of images (unpadded DDP evaluation): gather whole lists
+        sync_list_states(self, process_group)
 
     def compute(self) -> dict[str, Tensor]:  # type: ignore[override]
         raw = super().compute()

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from ghmdet.evaluation import CocoDetectionMetrics
+from ghmdet.losses import NonFiniteInputError
 from ghmdet.reliability import (
     RNG_STATES_KEY,
     LossHistory,
@@ -103,7 +104,10 @@ class DetectionModule(L.LightningModule):
         else:
             reason = None
         loss = sum(losses.values()) if losses else None
-        if loss is None or not torch.isfinite(loss):
+        finite = loss is not None and bool(torch.isfinite(loss))
+        if self.trainer.world_size > 1:  # every rank skips the step, or DDP's gradient all-reduce hangs
+            finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
+        if not finite:
             # Stop cleanly instead of training on NaN: the weights of this step are never updated (we return
             # None, so Lightning skips backward and the optimizer step); DivergenceGuard keeps the
             # checkpoint callbacks from saving, so the last checkpoint stays the last good one.
@@ -183,8 +187,7 @@ class DetectionModule(L.LightningModule):
 
 def is_non_finite_error(err: BaseException) -> bool:
     """Whether ``err`` is a loss refusing non-finite inputs (GHM ``check_finite``), i.e. a divergence."""
-    text = str(err)
-    return "non-finite" in text or "overflowed float32" in text
+    return isinstance(err, NonFiniteInputError)
 
 
 def _metric_target(target: dict[str, Tensor]) -> dict[str, Tensor]:

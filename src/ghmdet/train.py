@@ -34,6 +34,7 @@ from omegaconf.errors import OmegaConfBaseException
 from ghmdet.callbacks import IterationTimer
 from ghmdet.config_validation import ConfigError, validate_config
 from ghmdet.data.annotations import DatasetError
+from ghmdet.distributed import hydra_ddp_job, is_rank_zero  # also registers the ghmdet.* resolvers
 from ghmdet.lit import DetectionModule
 from ghmdet.reliability import (
     UNWRITABLE_ERRNOS,
@@ -117,6 +118,8 @@ def start_record(out_dir: Path, record: dict[str, Any], started: float) -> None:
     The new record is written (and fsync'ed) first; only then is an earlier ``metrics.json`` renamed, so a
     full disk or an unwritable dir leaves the earlier result where it was.
     """
+    if not is_rank_zero():
+        return  # DDP ranks share the run dir: global rank 0 is its one writer
     path = out_dir / METRICS_FILE
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
@@ -277,7 +280,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     finished = previous is not None and previous.get("status") in ("completed", "diverged")
     if finished and cfg.get("skip_completed", True):
         log.info(
-            "%s already holds a %s run; skipping (skip_completed=false reruns it)", out_dir, previous["status"]
+            "%s already holds a %s run; skipping (skip_completed=false reruns it)",
+            out_dir,
+            previous["status"],
         )
         return previous
 
@@ -322,7 +327,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         loggers, record["wandb"] = _loggers(cfg)
         # Resolved first: masked_copy detaches the node, so ${...} pointing outside trainer would not resolve.
         trainer_node = OmegaConf.create(OmegaConf.to_container(cfg.trainer, resolve=True))
-        trainer_cfg = OmegaConf.masked_copy(trainer_node, [k for k in trainer_node if k not in NON_TRAINER_KEYS])
+        trainer_cfg = OmegaConf.masked_copy(
+            trainer_node, [k for k in trainer_node if k not in NON_TRAINER_KEYS]
+        )
         extra: dict[str, Any] = {}
         if trainer_cfg.get("plugins") is None:
             extra["plugins"] = [AtomicCheckpointIO()]  # a kill during a save keeps the previous checkpoint
@@ -396,7 +403,8 @@ def _finalise(
     record["iterations"] = int(trainer.global_step) if trainer is not None else 0
     record["wall_seconds"] = round(time.time() - started, 1)
     try:
-        write_json_atomic(out_dir / METRICS_FILE, record)
+        if is_rank_zero():  # DDP ranks share the run dir: global rank 0 writes its record
+            write_json_atomic(out_dir / METRICS_FILE, record)
     except OSError as err:
         if record["status"] != "failed":
             raise
@@ -414,7 +422,8 @@ _ONE_LINE_ERRORS = False
 def hydra_main(cfg: DictConfig) -> float | None:
     """The Hydra app: one run per composed config (a multirun calls it once per job)."""
     try:
-        record = run(cfg)
+        with hydra_ddp_job():  # Lightning's DDP children replay this job only (docs/scaling.md)
+            record = run(cfg)
     except Exception as err:
         line = error_line(err) if _ONE_LINE_ERRORS else None
         # In a multirun the job fails and the sweep goes on; Hydra reports the failed job at the end.

@@ -102,7 +102,7 @@ def test_cli_reports_an_unwritable_run_dir_in_one_line(tmp_path: Path, train: Ca
 def test_cli_free_space_floor_keeps_the_earlier_result(tmp_path: Path, train: Callable[..., Any]) -> None:
     run_dir = tmp_path / "run"
     before = earlier_run(run_dir)
-    proc = train(run_dir, "skip_completed=false", "+min_free_disk_mb=1e12", timeout=120)
+    proc = train(run_dir, "skip_completed=false", "min_free_disk_mb=1e12", timeout=120)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "min_free_disk_mb" in lines[0] and str(run_dir) in lines[0], proc.stderr

@@ -7,6 +7,7 @@ See ``docs/losses.md``.
 
 from __future__ import annotations
 
+from ._validation import NonFiniteInputError
 from .base import DetectionLoss
 from .cross_entropy import BCELoss
 from .density import (
@@ -63,6 +64,7 @@ __all__ = [
     "GHMRLoss",
     "GradientHarmonizedLoss",
     "L1Loss",
+    "NonFiniteInputError",
     "OHEMLoss",
     "SmoothL1Loss",
     "SortedWindows",

@@ -14,6 +14,10 @@ import torch
 from torch import Tensor
 
 
+class NonFiniteInputError(ValueError):
+    """A loss was given NaN/Inf inputs or overflowed float32: the training diverged (not a data error)."""
+
+
 def check_loss_weight(owner: str, loss_weight: float) -> float:
     """``loss_weight`` must be a finite number >= 0."""
     if not isinstance(loss_weight, (int, float)) or not math.isfinite(loss_weight) or loss_weight < 0:

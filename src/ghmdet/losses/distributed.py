@@ -34,3 +34,12 @@ def all_reduce_histogram(counts: Tensor, total: Tensor) -> tuple[Tensor, Tensor,
     packed = torch.cat([counts.to(torch.float64), total.to(torch.float64).reshape(1)])
     dist.all_reduce(packed, op=dist.ReduceOp.SUM)
     return packed[:-1], packed[-1].to(torch.float32), world_size
+
+
+def all_ranks_ok(ok: Tensor) -> Tensor:
+    """Whether ``ok`` (a bool scalar) holds on every rank: one all-reduce; ``ok`` itself without a group."""
+    if distributed_world_size() == 1:
+        return ok
+    failures = (~ok).to(torch.float32).reshape(1)
+    dist.all_reduce(failures, op=dist.ReduceOp.SUM)
+    return failures[0] == 0

@@ -25,6 +25,7 @@ from torch import Tensor
 
 from ._autograd import PrecomputedGradient
 from ._validation import (
+    NonFiniteInputError,
     check_bins,
     check_choice,
     check_momentum,
@@ -34,7 +35,7 @@ from ._validation import (
 )
 from .base import DetectionLoss
 from .density import sorted_windows_, unit_region_weights, update_bin_ema
-from .distributed import all_reduce_histogram
+from .distributed import all_ranks_ok, all_reduce_histogram
 from .histogram import bin_counts, bin_edges, bin_index, floor_binning_is_exact
 
 DENSITIES = ("unit", "exact")
@@ -207,13 +208,21 @@ class GradientHarmonizedLoss(DetectionLoss):
             targets_ok = self._targets_in_range(target)
             if targets_ok is not None:
                 ok = ok & targets_ok
+        local_ok = ok
+        if self.sync_stats:  # all ranks raise, or none: one leaving the collectives would hang the others
+            ok = all_ranks_ok(ok)
         if bool(ok):
             return
         owner = type(self).__name__
+        if bool(local_ok):
+            raise NonFiniteInputError(
+                f"{owner}: bad inputs (non-finite values or targets out of range) on another rank; "
+                "the statistics were not updated"
+            )
         for name, tensor in ((self.pred_name, pred), (self.target_name, target)):
             bad = int((~torch.isfinite(tensor)).sum())
             if bad:
-                raise ValueError(
+                raise NonFiniteInputError(
                     f"{owner}: {name} contains {bad} non-finite value(s) (nan/inf) out of {tensor.numel()}; "
                     "the statistics were not updated"
                 )
@@ -221,7 +230,7 @@ class GradientHarmonizedLoss(DetectionLoss):
         if message is not None:
             raise ValueError(f"{owner}: {message}; the statistics were not updated")
         largest = float(pred.abs().max()) if pred.numel() else 0.0
-        raise ValueError(
+        raise NonFiniteInputError(
             f"{owner}: the loss overflowed float32 although the inputs are finite "
             f"(max |{self.pred_name}| = {largest:.3g}); the statistics were not updated"
         )
