@@ -33,6 +33,35 @@ data: $(TREECROWNS) ## build the embedded tree-crown COCO set (tiles + JSON) und
 train: $(STAMP) $(TREECROWNS) ## train GHM-C + GHM-R RetinaNet on the embedded data (ARGS="key=value ...")
 	$(PY) -m ghmdet.train $(ARGS)
 
+# make ablation: the paper's ablation tables as Hydra multiruns, one per table (conf/ablation/<table>.yaml), each
+# ending with its tables in experiments/<table>/<preset>.{md,csv,tex,png} (docs/ablation.md). Reruns skip
+# completed jobs and resume killed ones (FORCE=1 retrains them from scratch, keeping the earlier metrics.json);
+# a table whose sweep fails does not stop the others (exit status 1).
+ABLATION_TABLES := bins momentum cls_loss reg_loss timing
+TABLE ?= $(ABLATION_TABLES)
+PRESET ?= treecrowns
+SEEDS ?=
+FORCE ?=
+LAUNCHER ?=
+ablation: $(STAMP) $(TREECROWNS) ## paper ablation tables (TABLE=bins PRESET=treecrowns|coco SEEDS=0,1,2 FORCE=1 LAUNCHER=slurm ARGS=...)
+	@status=0; for table in $(TABLE); do \
+	  echo "== ablation $$table (preset $(PRESET))"; \
+	  $(PY) -m ghmdet.train -m +ablation=$$table ablation/preset=$(PRESET) $(if $(SEEDS),seed=$(SEEDS)) \
+	    $(if $(filter 1 yes true,$(FORCE)),skip_completed=false resume=false) \
+	    $(if $(LAUNCHER),hydra/launcher=$(LAUNCHER)) \
+	    $(ARGS) || status=1; \
+	done; exit $$status
+
+# make notebook: the paper's gradient-norm figures (Fig. 1-5) of a CE- and a GHM-trained model side by side, as
+# experiments/gradient_norms/*.png + summary.json and an offline W&B run (docs/analysis.md). Without checkpoints
+# the notebook trains a short CE + SL1 and GHM-C + GHM-R run itself; those runs and the executed notebook go to
+# outputs/gradient_norms/. Papermill parameters: ARGS="-p ce_checkpoint RUN_DIR -p ghm_checkpoint RUN_DIR -p steps 200"
+NOTEBOOK_OUT ?= outputs/gradient_norms
+notebook: $(STAMP) $(TREECROWNS) ## gradient-norm figures (paper Fig. 1-5) -> experiments/gradient_norms/ (ARGS="-p steps 200 ...")
+	$(PY) -m jupytext --sync notebooks/gradient_norms.py
+	mkdir -p $(NOTEBOOK_OUT)
+	$(PY) -m papermill --log-output notebooks/gradient_norms.ipynb $(NOTEBOOK_OUT)/gradient_norms.ipynb $(ARGS)
+
 test: $(STAMP) $(TREECROWNS) ## run the test suite
 	$(PY) -m pytest -q $(ARGS)
 
@@ -42,14 +71,15 @@ test-fast: $(STAMP) ## unit tests only (no end-to-end runs)
 bench: $(STAMP) $(TREECROWNS) ## loss-level and step-level benchmarks (ratios against baselines in the same run)
 	$(PY) benchmarks/bench_losses.py
 	$(PY) benchmarks/bench_step.py
+	$(PY) benchmarks/bench_suite_vs_torchvision.py --threads 1
 
 lint: $(STAMP) ## ruff check + format check
-	$(PY) -m ruff check src tests benchmarks
-	$(PY) -m ruff format --check src tests benchmarks
+	$(PY) -m ruff check src tests benchmarks notebooks experiments
+	$(PY) -m ruff format --check src tests benchmarks notebooks experiments
 
 format: $(STAMP) ## ruff format + autofix
-	$(PY) -m ruff format src tests benchmarks
-	$(PY) -m ruff check --fix src tests benchmarks
+	$(PY) -m ruff format src tests benchmarks notebooks experiments
+	$(PY) -m ruff check --fix src tests benchmarks notebooks experiments
 
 clean: ## remove caches (keeps .venv, data/ and outputs/)
 	rm -rf .pytest_cache .ruff_cache

@@ -1,0 +1,169 @@
+"""Checkpoints for the analysis: load a trained run back (model + its data), or train a short one.
+
+A run dir written by ``ghmdet-train`` holds ``checkpoints/last.ckpt`` and ``metrics.json``, whose ``config``
+is the resolved config of the run: that is what rebuilds the model and its data here, with
+:func:`ghmdet.train.build`, the entry point's own builder.
+
+``ghmdet.train`` is imported when first needed, not with this module: the training entry point instantiates
+:class:`~ghmdet.analysis.GradientNormLogger` from this package and would otherwise load itself twice.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader, Subset
+
+from ghmdet.data.coco import DetectionDataModule, collate_detection
+from ghmdet.lit import DetectionModule
+from ghmdet.model import GHMRetinaNet
+
+LOSS_PAIRS: dict[str, tuple[str, ...]] = {
+    "ce": ("loss/cls=ce", "loss/reg=smooth_l1"),
+    "ghm": ("loss/cls=ghmc", "loss/reg=ghmr"),
+}
+"""The two trainings the paper's figures compare: its CE baseline (with SL1) and GHM-C + GHM-R."""
+
+CHECKPOINT = Path("checkpoints") / "last.ckpt"
+
+
+@dataclass
+class LoadedRun:
+    """A trained run rebuilt from its checkpoint."""
+
+    module: DetectionModule
+    datamodule: DetectionDataModule
+    config: DictConfig
+    checkpoint: Path
+    global_step: int
+
+    @property
+    def model(self) -> GHMRetinaNet:
+        return self.module.model
+
+    @property
+    def losses(self) -> str:
+        """``"<cls loss class> + <reg loss class>"``, e.g. ``"GHMCLoss + GHMRLoss"``."""
+        return f"{type(self.model.cls_loss).__name__} + {type(self.model.reg_loss).__name__}"
+
+
+def checkpoint_path(path: str | os.PathLike[str]) -> Path:
+    """``path`` itself if it is a file, else ``<path>/checkpoints/last.ckpt`` (a run dir)."""
+    path = Path(path)
+    return path if path.is_file() else path / CHECKPOINT
+
+
+def load_run(
+    checkpoint: str | os.PathLike[str], overrides: Sequence[str] = (), device: str | torch.device = "cpu"
+) -> LoadedRun:
+    """Rebuild the model and data module of a ``ghmdet-train`` run and load its checkpoint.
+
+    Args:
+        checkpoint: ``<run dir>/checkpoints/last.ckpt`` or the run dir; the config is read from
+            ``<run dir>/metrics.json``.
+        overrides: dotlist changes of that config, e.g. ``["data.root=/elsewhere/treecrowns"]`` for a run
+            trained on another machine.
+        device: where to put the model.
+    """
+    from ghmdet.train import build, read_metrics
+
+    ckpt = checkpoint_path(checkpoint)
+    if not ckpt.is_file():
+        raise FileNotFoundError(f"no checkpoint at {ckpt}")
+    run_dir = ckpt.parent.parent
+    record = read_metrics(run_dir)
+    if record is None or "config" not in record:
+        raise FileNotFoundError(
+            f"{run_dir / 'metrics.json'} is missing or has no config: load_run needs the run dir that "
+            "ghmdet-train wrote (checkpoints/last.ckpt + metrics.json)"
+        )
+    config = OmegaConf.merge(OmegaConf.create(record["config"]), OmegaConf.from_dotlist(list(overrides)))
+    datamodule, module = build(config)
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    module.load_state_dict(state["state_dict"])
+    module.to(device)
+    return LoadedRun(module, datamodule, config, ckpt, int(state.get("global_step", 0)))
+
+
+def analysis_loader(
+    datamodule: DetectionDataModule,
+    split: Literal["train", "val"] = "train",
+    max_images: int | None = None,
+    batch_size: int | None = None,
+) -> DataLoader:
+    """The first ``max_images`` images of a split, in file order. ``train`` serves them with the run's
+    training augmentation (the images as the model was trained on them; seed torch for a fixed draw),
+    ``val`` without."""
+    datamodule.setup("fit" if split == "train" else "validate")
+    dataset = datamodule.train_dataset if split == "train" else datamodule.val_dataset
+    if dataset is None:
+        raise ValueError(f"analysis_loader: split must be 'train' or 'val', got {split!r}")
+    count = len(dataset) if max_images is None else min(max_images, len(dataset))
+    return DataLoader(
+        Subset(dataset, range(count)),
+        batch_size=batch_size or datamodule.batch_size,
+        shuffle=False,
+        collate_fn=collate_detection,
+    )
+
+
+def short_run_overrides(losses: str, steps: int, wandb: bool) -> list[str]:
+    """Hydra overrides of a short training with one of :data:`LOSS_PAIRS`: ``steps`` iterations, a checkpoint
+    at the last one, no progress bar, the gradient-norm histograms logged whatever the losses, W&B or CSV."""
+    if losses not in LOSS_PAIRS:
+        raise ValueError(f"losses must be one of {sorted(LOSS_PAIRS)}, got {losses!r}")
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    return [
+        *LOSS_PAIRS[losses],
+        f"trainer.max_steps={steps}",
+        f"callbacks.model_checkpoint.every_n_train_steps={steps}",
+        "callbacks.rich_progress_bar=null",
+        "++trainer.enable_progress_bar=false",
+        "callbacks.gradient_norms.only_ghm=false",
+        f"logger={'wandb' if wandb else 'csv'}",
+    ]
+
+
+def train_run(
+    run_dir: str | os.PathLike[str],
+    overrides: Sequence[str],
+    *,
+    wandb_mode: str = "offline",
+    retrain: bool = False,
+) -> Path:
+    """Train (or find already trained) one ``ghmdet-train`` run in ``run_dir``; returns its checkpoint.
+
+    Runs the entry point in a subprocess (a clean Hydra/Lightning/W&B state), so a completed run in
+    ``run_dir`` is reused unless ``retrain``. Output goes to ``<run_dir>/stdout.log``; a failure raises with
+    its tail.
+    """
+    from ghmdet.train import PROJECT_ROOT, read_metrics
+
+    run_dir = Path(run_dir).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "ghmdet.train", f"hydra.run.dir={run_dir}", *overrides]
+    if retrain:
+        command.append("skip_completed=false")
+    env = {**os.environ, "WANDB_MODE": wandb_mode, "WANDB_SILENT": "true", "PYTHONUNBUFFERED": "1"}
+    log_path = run_dir / "stdout.log"
+    with log_path.open("w") as log_file:
+        proc = subprocess.run(
+            command, stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=PROJECT_ROOT, check=False
+        )
+    record = read_metrics(run_dir) or {}
+    if proc.returncode != 0 or record.get("status") != "completed":
+        tail = log_path.read_text()[-4000:]
+        raise RuntimeError(
+            f"training failed (exit {proc.returncode}, status {record.get('status')!r}): "
+            f"{' '.join(command)}\n--- {log_path} (tail) ---\n{tail}"
+        )
+    return run_dir / CHECKPOINT
