@@ -29,9 +29,7 @@ DDP_OVERRIDES = (
     "+data.test_images=images/train",
     "+data.test_annotations=annotations/instances_train.json",
     "+data.limit_val=3",
-    "+callbacks.ghm_state._target_=ghmdet.distributed.GHMStateCheck",
     "+callbacks.ghm_state.dump=true",
-    "+callbacks.eval_coverage._target_=ghmdet.distributed.EvalCoverageCheck",
     "+callbacks.eval_coverage.dump=true",
 )
 
