@@ -513,16 +513,7 @@ class EvalCoverageCheck(L.Callback):
     ) -> None:
         self._record(batch)
 
-    def on_test_batch_end(
-        self,
-        trainer: L.Trainer,
-        pl_module: L.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
-        self._record(batch)
+    on_test_batch_end = on_validation_batch_end
 
     def _check(self, trainer: L.Trainer, stage: str, dataloaders: Any) -> None:
         if trainer.sanity_checking:

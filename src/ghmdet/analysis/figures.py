@@ -17,7 +17,7 @@ with the Agg backend when saved, so they work headless. ``norms_by_model`` maps 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -85,6 +85,22 @@ def _panel_title(label: str, norms: GradientNorms, what: str) -> str:
 # ---------------------------------------------------------------------------------------------- figures
 
 
+def _style_panel(ax: Axes, xlabel: str, title: str) -> None:
+    """The look every distribution panel shares: log y, g on [0, 1], a light grid."""
+    ax.set_yscale("log")
+    ax.set_xlim(0, 1)
+    ax.set_xlabel(xlabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, which="major", alpha=0.3)
+
+
+def _label_first_panel(fig: Figure, axes: Sequence[Axes], ylabel: str) -> Figure:
+    """Y label and legend on the first panel only (the panels share their y axis)."""
+    axes[0].set_ylabel(ylabel)
+    axes[0].legend(fontsize=8)
+    return fig
+
+
 def figure_g_distribution(norms_by_model: NormsByModel, bins: int = 100) -> Figure:
     """Fig. 1 (left) / Fig. 2: fraction of the valid (anchor, class) pairs per g bin, log y; all pairs and,
     thinner, the negatives and positives apart."""
@@ -98,14 +114,8 @@ def figure_g_distribution(norms_by_model: NormsByModel, bins: int = 100) -> Figu
         ):
             counts = norm_histogram(norms.g[mask], bins).numpy().astype(np.float64)
             _step(ax, bins, counts / total, label=name, color=color, linewidth=1.0, alpha=0.8)
-        ax.set_yscale("log")
-        ax.set_xlim(0, 1)
-        ax.set_xlabel("gradient norm g")
-        ax.set_title(_panel_title(label, norms, "pairs"), fontsize=10)
-        ax.grid(True, which="major", alpha=0.3)
-    axes[0].set_ylabel("fraction of examples")
-    axes[0].legend(fontsize=8)
-    return fig
+        _style_panel(ax, "gradient norm g", _panel_title(label, norms, "pairs"))
+    return _label_first_panel(fig, axes, "fraction of examples")
 
 
 def figure_reweighted_norms(norms_by_model: NormsByModel, ghm_bins: int = 30) -> Figure:
@@ -119,14 +129,8 @@ def figure_reweighted_norms(norms_by_model: NormsByModel, ghm_bins: int = 30) ->
         x, ys = curve_points(norms.g, *curves.values())
         for name, y in zip(curves, ys):
             ax.plot(x, y, label=name, linewidth=1.5, drawstyle="steps-mid" if "M=" in name else "default")
-        ax.set_yscale("log")
-        ax.set_xlim(0, 1)
-        ax.set_xlabel("original gradient norm g")
-        ax.set_title(_panel_title(label, norms, "pairs"), fontsize=10)
-        ax.grid(True, which="major", alpha=0.3)
-    axes[0].set_ylabel("reweighted gradient norm")
-    axes[0].legend(fontsize=8)
-    return fig
+        _style_panel(ax, "original gradient norm g", _panel_title(label, norms, "pairs"))
+    return _label_first_panel(fig, axes, "reweighted gradient norm")
 
 
 def figure_total_contribution(norms_by_model: NormsByModel, bins: int = 100, ghm_bins: int = 30) -> Figure:
@@ -137,14 +141,8 @@ def figure_total_contribution(norms_by_model: NormsByModel, bins: int = 100, ghm
         reweighted = classification_reweightings(norms, ghm_bins)
         for name, share in contribution_shares(norms.g, reweighted, bins).items():
             _step(ax, bins, share, label=name, linewidth=1.5)
-        ax.set_yscale("log")
-        ax.set_xlim(0, 1)
-        ax.set_xlabel("gradient norm g")
-        ax.set_title(_panel_title(label, norms, "pairs"), fontsize=10)
-        ax.grid(True, which="major", alpha=0.3)
-    axes[0].set_ylabel("fraction of the total gradient")
-    axes[0].legend(fontsize=8)
-    return fig
+        _style_panel(ax, "gradient norm g", _panel_title(label, norms, "pairs"))
+    return _label_first_panel(fig, axes, "fraction of the total gradient")
 
 
 def figure_gr_distribution(norms_by_model: NormsByModel, bins: int = 100) -> Figure:
@@ -155,11 +153,7 @@ def figure_gr_distribution(norms_by_model: NormsByModel, bins: int = 100) -> Fig
     )
     for ax, (label, norms) in zip(axes, norms_by_model.items()):
         _step(ax, bins, _fractions(norms.gr, bins), color="black", linewidth=1.8)
-        ax.set_yscale("log")
-        ax.set_xlim(0, 1)
-        ax.set_xlabel("gradient norm gr")
-        ax.set_title(_panel_title(label, norms, "deltas"), fontsize=10)
-        ax.grid(True, which="major", alpha=0.3)
+        _style_panel(ax, "gradient norm gr", _panel_title(label, norms, "deltas"))
     axes[0].set_ylabel("fraction of deltas")
     return fig
 
@@ -187,9 +181,7 @@ def figure_regression_gradients(
         ax.set_xlabel("|d| (prediction - target, encoded deltas)")
         ax.set_title(_panel_title(label, norms, "deltas"), fontsize=10)
         ax.grid(True, which="major", alpha=0.3)
-    axes[0].set_ylabel("gradient norm")
-    axes[0].legend(fontsize=8)
-    return fig
+    return _label_first_panel(fig, axes, "gradient norm")
 
 
 def paper_figures(
