@@ -18,7 +18,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from ghmdet.train import CONFIG_DIR
+from ghmdet.train import CONFIG_DIR, build_model
 
 VARIANTS = {
     "focal+smooth_l1": ["loss/cls=focal", "loss/reg=smooth_l1"],
@@ -57,12 +57,7 @@ def main() -> None:
         for name, loss_overrides in VARIANTS.items():
             cfg = compose(config_name="train", overrides=[*args.overrides, *loss_overrides])
             torch.manual_seed(0)
-            model = instantiate(
-                cfg.model,
-                num_classes=num_classes,
-                cls_loss=instantiate(cfg.loss.cls),
-                reg_loss=instantiate(cfg.loss.reg),
-            ).train()
+            model = build_model(cfg, num_classes).train()
             models[name] = model
             optimizers[name] = torch.optim.SGD(
                 [p for p in model.parameters() if p.requires_grad], lr=1e-4, momentum=0.9

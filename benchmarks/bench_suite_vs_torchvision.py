@@ -44,13 +44,12 @@ from typing import Any
 import lightning as L
 import torch
 from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 import ghmdet.distributed  # noqa: F401  (registers the ghmdet.scaled_lr resolver of the paper recipes)
 from ghmdet.lit import DetectionModule, lr_factor
-from ghmdet.train import CONFIG_DIR
+from ghmdet.train import CONFIG_DIR, build_model
 
 Batch = tuple[list[Tensor], list[dict[str, Tensor]]]
 LOSSES = {
@@ -110,13 +109,7 @@ def build_suite_model(
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose(config_name="train", overrides=overrides)
     torch.manual_seed(0)
-    model = instantiate(
-        cfg.model,
-        num_classes=num_classes,
-        cls_loss=instantiate(cfg.loss.cls),
-        reg_loss=instantiate(cfg.loss.reg),
-    )
-    return model, cfg
+    return build_model(cfg, num_classes), cfg
 
 
 def build_torchvision_model(model: nn.Module, num_classes: int, size: int) -> nn.Module:

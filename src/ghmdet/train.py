@@ -232,16 +232,21 @@ def _finish_wandb() -> None:
         )
 
 
+def build_model(cfg: DictConfig, num_classes: int) -> torch.nn.Module:
+    """The detector of a composed config with its ``loss/cls`` and ``loss/reg`` modules plugged in."""
+    return instantiate(
+        cfg.model,
+        num_classes=num_classes,
+        cls_loss=instantiate(cfg.loss.cls),
+        reg_loss=instantiate(cfg.loss.reg),
+    )
+
+
 def build(cfg: DictConfig) -> tuple[L.LightningDataModule, DetectionModule]:
     """Data module and LightningModule from a composed config (no training)."""
     datamodule: L.LightningDataModule = instantiate(cfg.data)
     datamodule.prepare_data()
-    model = instantiate(
-        cfg.model,
-        num_classes=datamodule.num_classes,
-        cls_loss=instantiate(cfg.loss.cls),
-        reg_loss=instantiate(cfg.loss.reg),
-    )
+    model = build_model(cfg, datamodule.num_classes)
     module = DetectionModule(
         model,
         optimizer=instantiate(cfg.optimizer),

@@ -31,6 +31,13 @@ from ghmdet.data.coco import CocoDetectionDataset
 
 MAX_EXAMPLES = int(os.environ.get("GHMDET_FUZZ_EXAMPLES", "200"))
 DERANDOMIZE = os.environ.get("GHMDET_FUZZ_RANDOM", "0") != "1"
+FUZZ_SETTINGS = settings(
+    max_examples=MAX_EXAMPLES,
+    deadline=None,
+    database=None,
+    derandomize=DERANDOMIZE,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 
 ANY_JSON_VALUE = st.one_of(
     st.none(),
@@ -117,13 +124,7 @@ def test_corrupted_annotation_files_load_or_raise_dataset_error(
     ann_file = root / "instances_fuzz.json"
     outcomes = {"examples": 0, "loaded": 0, "rejected": 0}
 
-    @settings(
-        max_examples=MAX_EXAMPLES,
-        deadline=None,
-        database=None,
-        derandomize=DERANDOMIZE,
-        suppress_health_check=[HealthCheck.too_slow],
-    )
+    @FUZZ_SETTINGS
     @given(data=st.data())
     def run(data: st.DataObject) -> None:
         outcomes["examples"] += 1
@@ -190,13 +191,7 @@ def test_corrupted_image_files_load_or_raise_dataset_error_naming_the_file(
     originals = {r.file_name: (image_dir / r.file_name).read_bytes() for r in dataset.records}
     outcomes = {"examples": 0, "loaded": 0, "rejected": 0}
 
-    @settings(
-        max_examples=MAX_EXAMPLES,
-        deadline=None,
-        database=None,
-        derandomize=DERANDOMIZE,
-        suppress_health_check=[HealthCheck.too_slow],
-    )
+    @FUZZ_SETTINGS
     @given(data=st.data())
     def run(data: st.DataObject) -> None:
         outcomes["examples"] += 1
