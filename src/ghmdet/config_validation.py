@@ -77,6 +77,15 @@ def _plain(node: Any, key: str, problems: _Problems) -> Any:
         return None
 
 
+def _group(cfg: DictConfig, key: str, choose: str, problems: _Problems) -> Mapping[str, Any] | None:
+    """The plain mapping of config group ``key``, or None with "missing (choose ...)" noted."""
+    group = _plain(cfg.get(key), key, problems)
+    if not isinstance(group, Mapping):
+        problems.add_raw(f"{key}: missing (choose {choose})")
+        return None
+    return group
+
+
 def _instantiate_into(
     problems: _Problems, key: str, node: Any, build: Callable[[Any], Any] | None = None
 ) -> Any:
@@ -119,9 +128,8 @@ def _check_losses(cfg: DictConfig, problems: _Problems) -> None:
 
 def _check_optimizer(cfg: DictConfig, problems: _Problems) -> None:
     node = cfg.get("optimizer")
-    optimizer = _plain(node, "optimizer", problems)
-    if not isinstance(optimizer, Mapping):
-        problems.add_raw("optimizer: missing (choose optimizer=sgd or optimizer=adamw)")
+    optimizer = _group(cfg, "optimizer", "optimizer=sgd or optimizer=adamw", problems)
+    if optimizer is None:
         return
     before = len(problems.items)
     lr = optimizer.get("lr")
@@ -176,9 +184,8 @@ def _check_scheduler(cfg: DictConfig, problems: _Problems) -> None:
 
 
 def _check_trainer(cfg: DictConfig, problems: _Problems) -> None:
-    trainer = _plain(cfg.get("trainer"), "trainer", problems)
-    if not isinstance(trainer, Mapping):
-        problems.add_raw("trainer: missing (choose trainer=cpu or trainer=gpu)")
+    trainer = _group(cfg, "trainer", "trainer=cpu or trainer=gpu", problems)
+    if trainer is None:
         return
     max_steps, max_epochs = trainer.get("max_steps", -1), trainer.get("max_epochs")
     if not _is_int(max_steps) or (max_steps != -1 and max_steps < 1):
@@ -200,9 +207,8 @@ def _check_model(cfg: DictConfig, problems: _Problems) -> None:
     from ghmdet.model.backbones import BACKBONES
     from ghmdet.model.retinanet import _NORMALIZERS, _STATS_SCOPES
 
-    model = _plain(cfg.get("model"), "model", problems)
-    if not isinstance(model, Mapping):
-        problems.add_raw("model: missing (choose model=...)")
+    model = _group(cfg, "model", "model=...", problems)
+    if model is None:
         return
     choices = {"stats_scope": _STATS_SCOPES, "loss_normalizer": _NORMALIZERS}
     for key, allowed in choices.items():
@@ -232,9 +238,8 @@ def _check_data(cfg: DictConfig, problems: _Problems) -> None:
     from ghmdet.data.transforms import build_train_transforms
 
     node = cfg.get("data")
-    data = _plain(node, "data", problems)
-    if not isinstance(data, Mapping):
-        problems.add_raw("data: missing (choose data=treecrowns, coco or synthetic)")
+    data = _group(cfg, "data", "data=treecrowns, coco or synthetic", problems)
+    if data is None:
         return
     before = len(problems.items)
     for key in ("hflip_prob", "vflip_prob", "rot90_prob"):

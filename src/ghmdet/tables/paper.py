@@ -82,13 +82,18 @@ def _fail(path: Path, where: str, message: str) -> PaperNumbersError:
     return PaperNumbersError(f"{path}: {where}: {message}")
 
 
+def _check_fields(path: Path, where: str, what: str, raw: Any, allowed: set[str]) -> None:
+    """``raw`` must be a mapping whose keys are all in ``allowed``."""
+    if not isinstance(raw, dict):
+        raise _fail(path, where, f"a {what} must be a mapping, got {raw!r}")
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        raise _fail(path, where, f"unknown field(s) {unknown}; allowed: {sorted(allowed)}")
+
+
 def _parse_row(path: Path, table: str, index: int, raw: Any) -> PaperRow:
     where = f"tables.{table}.rows[{index}]"
-    if not isinstance(raw, dict):
-        raise _fail(path, where, f"a row must be a mapping, got {raw!r}")
-    unknown = sorted(set(raw) - _ROW_KEYS)
-    if unknown:
-        raise _fail(path, where, f"unknown field(s) {unknown}; allowed: {sorted(_ROW_KEYS)}")
+    _check_fields(path, where, "row", raw, _ROW_KEYS)
     if "value" not in raw:
         raise _fail(path, where, "missing field 'value' (the swept override value this row matches)")
     metrics: dict[str, float] = {}
@@ -107,11 +112,7 @@ def _parse_row(path: Path, table: str, index: int, raw: Any) -> PaperRow:
 
 def _parse_table(path: Path, name: str, raw: Any) -> PaperTable:
     where = f"tables.{name}"
-    if not isinstance(raw, dict):
-        raise _fail(path, where, f"a table must be a mapping, got {raw!r}")
-    unknown = sorted(set(raw) - _TABLE_KEYS)
-    if unknown:
-        raise _fail(path, where, f"unknown field(s) {unknown}; allowed: {sorted(_TABLE_KEYS)}")
+    _check_fields(path, where, "table", raw, _TABLE_KEYS)
     for key in ("caption", "row_label", "source", "rows"):
         if key not in raw:
             raise _fail(path, where, f"missing field {key!r}")
