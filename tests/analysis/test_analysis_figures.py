@@ -18,6 +18,7 @@ from ghmdet.analysis import (
     save_figures,
     write_summary,
 )
+from ghmdet.analysis.figures import REWEIGHTED_NORM_FLOOR
 
 
 def synthetic_norms(seed: int) -> GradientNorms:
@@ -50,6 +51,14 @@ def test_paper_figures_have_one_log_panel_per_model(tmp_path: Path) -> None:
     for stem, path in paths.items():
         assert path == tmp_path / "figs" / f"{stem}.png"
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_reweighted_norm_axis_stops_above_the_focal_tail() -> None:
+    """FL's g^3 goes to ~1e-18 at the easiest pairs; Fig. 3's y axis is clipped at the floor instead."""
+    norms = synthetic_norms(0)
+    assert float(norms.g.min()) ** 3 < REWEIGHTED_NORM_FLOOR  # without the clip the axis would reach it
+    fig = paper_figures({"CE + SL1": norms}, bins=50)["fig3_reweighted_norms"]
+    assert fig.get_axes()[0].get_ylim()[0] == pytest.approx(REWEIGHTED_NORM_FLOOR)
 
 
 def test_figures_need_a_model() -> None:

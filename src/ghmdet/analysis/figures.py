@@ -37,6 +37,8 @@ from ghmdet.analysis.reweighting import (
 from ghmdet.losses import GHMR_LAST_EDGE
 
 NormsByModel = Mapping[str, GradientNorms]
+REWEIGHTED_NORM_FLOOR = 1e-6
+"""Lower y limit of Fig. 3: below it the curves only show FL's g^3 tail."""
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -130,6 +132,9 @@ def figure_reweighted_norms(norms_by_model: NormsByModel, ghm_bins: int = 30) ->
         for name, y in zip(curves, ys):
             ax.plot(x, y, label=name, linewidth=1.5, drawstyle="steps-mid" if "M=" in name else "default")
         _style_panel(ax, "original gradient norm g", _panel_title(label, norms, "pairs"))
+        # FL's g^3 reaches ~1e-18 at the easiest pairs; the paper's plot (and any effect on training) ends
+        # far above that, so clip the axis where the curves are still distinguishable
+        ax.set_ylim(bottom=REWEIGHTED_NORM_FLOOR)
     return _label_first_panel(fig, axes, "reweighted gradient norm")
 
 
