@@ -73,16 +73,24 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
 OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT), replace=True)
 
 
+RESULT_DIRS = ("experiments",)
+"""Tracked folders that hold results, not code: the tables a sweep regenerates there while its later jobs
+still run must not mark those jobs' code as modified."""
+
+
 def git_commit() -> str | None:
-    """The commit of the code that ran (with '-dirty' when the tree has changes), or None outside git."""
+    """The commit of the code that ran (with '-dirty' when tracked files outside :data:`RESULT_DIRS` have
+    changes), or None outside git."""
     try:
         sha = subprocess.run(
             ["git", "-C", str(PROJECT_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
         )
         if sha.returncode != 0:
             return None
+        results = [f":(exclude){folder}" for folder in RESULT_DIRS]
+        status = ["status", "--porcelain", "--untracked-files=no", "--", ".", *results]
         dirty = subprocess.run(
-            ["git", "-C", str(PROJECT_ROOT), "status", "--porcelain", "--untracked-files=no"],
+            ["git", "-C", str(PROJECT_ROOT), *status],
             capture_output=True,
             text=True,
             timeout=10,
