@@ -117,6 +117,8 @@ def test_each_job_composes_to_the_paper_setting(table: str) -> None:
             assert cfg.trainer.max_steps == 60 and cfg.trainer.limit_test_batches == 0
         if table != "timing":
             assert cfg.trainer.max_steps == 250
+        # the lr the committed tables ran with, whatever the default recipe's lr is now
+        assert cfg.optimizer.lr == pytest.approx(2e-4)
 
 
 @pytest.mark.parametrize("table", TABLES)
