@@ -74,6 +74,9 @@ class DetectionModule(L.LightningModule):
         self.scheduler_cfg = dict(scheduler or {})
         self.val_metrics = CocoDetectionMetrics(backend=metric_backend)
         self.test_metrics = CocoDetectionMetrics(backend=metric_backend)
+        # With test-time augmentation on, the test also scores the single pass (the paper's protocol), so a
+        # run's record holds both and TTA results are never compared with single-pass tables by mistake.
+        self.test_single_pass_metrics = CocoDetectionMetrics(backend=metric_backend)
         #: Filled when the loss stops being finite (see training_step); read by the entry point.
         self.divergence: dict[str, Any] | None = None
         self.final_metrics: dict[str, dict[str, float]] = {}
@@ -154,11 +157,17 @@ class DetectionModule(L.LightningModule):
     def _eval_step(self, batch: Batch, metrics: CocoDetectionMetrics) -> list[dict[str, Tensor]]:
         images, targets = batch
         detections = self.model(images)
+        self._update(metrics, detections, targets)
+        return detections
+
+    @staticmethod
+    def _update(
+        metrics: CocoDetectionMetrics, detections: list[dict[str, Tensor]], targets: list[dict[str, Tensor]]
+    ) -> None:
         metrics.update(
             [{k: d[k] for k in ("boxes", "scores", "labels")} for d in detections],
             [_metric_target(t) for t in targets],
         )
-        return detections
 
     def validation_step(self, batch: Batch, batch_idx: int) -> list[dict[str, Tensor]]:
         if self.divergence is not None:  # Lightning still validates at the epoch end: nothing to measure
@@ -166,7 +175,14 @@ class DetectionModule(L.LightningModule):
         return self._eval_step(batch, self.val_metrics)
 
     def test_step(self, batch: Batch, batch_idx: int) -> list[dict[str, Tensor]]:
+        if self._uses_tta:
+            images, targets = batch
+            self._update(self.test_single_pass_metrics, self.model.detect_single_pass(images), targets)
         return self._eval_step(batch, self.test_metrics)
+
+    @property
+    def _uses_tta(self) -> bool:
+        return getattr(self.model, "tta", None) is not None
 
     def _log_metrics(self, stage: str, metrics: CocoDetectionMetrics) -> None:
         values = metrics.compute()
@@ -183,6 +199,8 @@ class DetectionModule(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._log_metrics("test", self.test_metrics)
+        if self._uses_tta:
+            self._log_metrics("test_single_pass", self.test_single_pass_metrics)
 
 
 def is_non_finite_error(err: BaseException) -> bool:

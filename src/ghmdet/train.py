@@ -411,6 +411,8 @@ def _finalise(
 ) -> dict[str, Any]:
     final = module.final_metrics if module is not None else {}
     record["metrics"] = final.get("test", {})
+    if "test_single_pass" in final:  # model.tta on: "metrics" are with TTA, these without
+        record["metrics_single_pass"] = final["test_single_pass"]
     record["val_metrics"] = final.get("val", {})
     record["seconds_per_iteration"] = timer.seconds_per_iteration
     record["iterations"] = int(trainer.global_step) if trainer is not None else 0

@@ -62,8 +62,12 @@ def test_tiny_ghm_run_writes_metrics_checkpoint_and_wandb(tmp_path: Path) -> Non
 
 def test_a_failing_rerun_keeps_the_earlier_result(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    assert _train(run_dir, tmp_path / "data", "threads=1").returncode == 0
+    # (this first run also tests test-time augmentation: the record holds the TTA and the single-pass scores)
+    assert _train(run_dir, tmp_path / "data", "threads=1", "model.tta=flips").returncode == 0
     first = (run_dir / "metrics.json").read_text()
+    record = json.loads(first)
+    assert record["config"]["model"]["tta"] == "flips"
+    assert set(record["metrics"]) >= {"AP", "AP50"} and set(record["metrics_single_pass"]) >= {"AP", "AP50"}
     # A rerun that fails (a negative learning rate, rejected by the optimizer) must not destroy it.
     proc = _train(run_dir, tmp_path / "data", "threads=1", "skip_completed=false", "optimizer.lr=-1")
     assert proc.returncode != 0

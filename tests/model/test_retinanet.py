@@ -28,9 +28,11 @@ def _images_targets(seed: int = 0) -> tuple[list[Tensor], list[dict[str, Tensor]
     return images, targets
 
 
-def _model(cls_loss: nn.Module, reg_loss: nn.Module, **kwargs: object) -> GHMRetinaNet:
+def _model(
+    cls_loss: nn.Module, reg_loss: nn.Module, backbone_channels: int = 16, **kwargs: object
+) -> GHMRetinaNet:
     torch.manual_seed(0)
-    backbone = efficientnet_lite0_fpn(pretrained=False, out_channels=16)
+    backbone = efficientnet_lite0_fpn(pretrained=False, out_channels=backbone_channels)
     return GHMRetinaNet(
         backbone,
         NUM_CLASSES,
@@ -216,3 +218,25 @@ def test_a_list_of_min_sizes_trains_multi_scale_and_evaluates_at_the_last() -> N
     torch.manual_seed(0)
     drawn = {min(model.transform([image])[0].image_sizes[0]) for _ in range(30)}
     assert drawn == {96, 160, 128}
+
+
+def test_group_norm_head_puts_a_groupnorm_after_every_tower_conv_and_trains() -> None:
+    model = _model(FocalLoss(), L1Loss(), head_convs=2, head_norm="group", backbone_channels=64)
+    for tower in (model.head.classification_head.conv, model.head.regression_head.conv):
+        kinds = [type(layer) for block in tower for layer in block]
+        assert kinds == [nn.Conv2d, nn.GroupNorm, nn.ReLU] * 2
+        assert all(block[1].num_groups == 32 for block in tower)
+    images, targets = _images_targets()
+    losses = model(images, targets)
+    sum(losses.values()).backward()
+    assert model.head.regression_head.conv[0][1].weight.grad is not None
+    # the paper's head (default) has none
+    plain = _model(FocalLoss(), L1Loss(), head_convs=2)
+    assert not any(isinstance(m, nn.GroupNorm) for m in plain.head.modules())
+
+
+def test_bad_head_norm_is_named() -> None:
+    with pytest.raises(ValueError, match=r"head_norm.*'batch'"):
+        _model(FocalLoss(), L1Loss(), head_norm="batch")
+    with pytest.raises(ValueError, match=r"divisible by 32, got 16"):
+        _model(FocalLoss(), L1Loss(), head_norm="group")

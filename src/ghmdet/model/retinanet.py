@@ -22,6 +22,7 @@ Crowd boxes (``iscrowd=1``) take no part in matching.
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Literal
 
 import torch
@@ -34,39 +35,58 @@ from torchvision.ops import box_iou
 from torchvision.ops.misc import Conv2dNormActivation
 
 from ghmdet.model.backbones import BACKBONE_MEAN_STD, build_backbone
+from ghmdet.model.tta import VIEWS, TTAViews, fuse_views, transform_image
 
 StatsScope = Literal["per_level", "batch"]
 LossNormalizer = Literal["batch", "per_image"]
+HeadNorm = Literal["group"] | None
 _STATS_SCOPES = ("per_level", "batch")
 _NORMALIZERS = ("batch", "per_image")
+_HEAD_NORMS = (None, "group")
+# torchvision's RetinaNet v2 head: GroupNorm with 32 groups after every tower conv
+_HEAD_GROUPS = 32
 
 
-def _conv_tower(channels: int, num_convs: int) -> nn.Sequential:
-    convs = [Conv2dNormActivation(channels, channels, norm_layer=None) for _ in range(num_convs)]
+def _conv_tower(channels: int, num_convs: int, norm: HeadNorm = None) -> nn.Sequential:
+    norm_layer = None
+    if norm == "group":
+        if channels % _HEAD_GROUPS:
+            raise ValueError(f"head_norm='group' needs channels divisible by {_HEAD_GROUPS}, got {channels}")
+        norm_layer = partial(nn.GroupNorm, _HEAD_GROUPS)
+    convs = [Conv2dNormActivation(channels, channels, norm_layer=norm_layer) for _ in range(num_convs)]
     tower = nn.Sequential(*convs)
     for layer in tower.modules():
         if isinstance(layer, nn.Conv2d):
             nn.init.normal_(layer.weight, std=0.01)
-            nn.init.zeros_(layer.bias)
+            if layer.bias is not None:  # a conv followed by a norm has none
+                nn.init.zeros_(layer.bias)
     return tower
 
 
 def build_head(
-    in_channels: int, num_anchors: int, num_classes: int, num_convs: int = 4, prior_probability: float = 0.01
+    in_channels: int,
+    num_anchors: int,
+    num_classes: int,
+    num_convs: int = 4,
+    prior_probability: float = 0.01,
+    norm: HeadNorm = None,
 ) -> RetinaNetHead:
     """torchvision's RetinaNet head (same parameter names) with ``num_convs`` convs per tower.
 
     The classification bias starts at -log((1 - prior) / prior) so that every anchor starts with
-    p = prior (the focal loss paper's initialisation, used by the GHM code too).
+    p = prior (the focal loss paper's initialisation, used by the GHM code too). ``norm="group"`` puts a
+    GroupNorm(32) after every tower conv (torchvision's RetinaNet v2 head); the paper's head has none.
     """
     if num_convs < 0:
         raise ValueError(f"head num_convs must be >= 0, got {num_convs}")
+    if norm not in _HEAD_NORMS:
+        raise ValueError(f"head_norm must be one of {_HEAD_NORMS}, got {norm!r}")
     if not 0.0 < prior_probability < 1.0:
         raise ValueError(f"prior_probability must be in (0, 1), got {prior_probability}")
     head = RetinaNetHead(in_channels, num_anchors, num_classes)
-    if num_convs != 4:
-        head.classification_head.conv = _conv_tower(in_channels, num_convs)
-        head.regression_head.conv = _conv_tower(in_channels, num_convs)
+    if num_convs != 4 or norm is not None:
+        head.classification_head.conv = _conv_tower(in_channels, num_convs, norm)
+        head.regression_head.conv = _conv_tower(in_channels, num_convs, norm)
     nn.init.constant_(
         head.classification_head.cls_logits.bias, -math.log((1 - prior_probability) / prior_probability)
     )
@@ -101,8 +121,11 @@ class GHMRetinaNet(RetinaNet):
         stats_scope: StatsScope = "per_level",
         loss_normalizer: LossNormalizer = "batch",
         head_convs: int = 4,
+        head_norm: HeadNorm = None,
         prior_probability: float = 0.01,
         anchor_generator: AnchorGenerator | None = None,
+        tta: TTAViews | None = None,
+        tta_iou: float = 0.55,
         **retinanet_kwargs: object,
     ):
         if stats_scope not in _STATS_SCOPES:
@@ -111,6 +134,10 @@ class GHMRetinaNet(RetinaNet):
             raise ValueError(f"loss_normalizer must be one of {_NORMALIZERS}, got {loss_normalizer!r}")
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        if tta is not None and tta not in VIEWS:
+            raise ValueError(f"tta must be null or one of {tuple(VIEWS)}, got {tta!r}")
+        if not 0.0 < tta_iou <= 1.0:
+            raise ValueError(f"tta_iou must be in (0, 1], got {tta_iou}")
         anchor_generator = anchor_generator or build_anchor_generator()
         head = build_head(
             backbone.out_channels,
@@ -118,6 +145,7 @@ class GHMRetinaNet(RetinaNet):
             num_classes,
             head_convs,
             prior_probability,
+            head_norm,
         )
         super().__init__(
             backbone, num_classes, anchor_generator=anchor_generator, head=head, **retinanet_kwargs
@@ -127,6 +155,9 @@ class GHMRetinaNet(RetinaNet):
         self.reg_loss = reg_loss
         self.stats_scope = stats_scope
         self.loss_normalizer = loss_normalizer
+        #: test-time augmentation in eval mode (``ghmdet.model.tta``): None = single pass (the paper)
+        self.tta = tta
+        self.tta_iou = tta_iou
 
     # ------------------------------------------------------------------ forward
     def forward(  # type: ignore[override]
@@ -134,6 +165,13 @@ class GHMRetinaNet(RetinaNet):
     ) -> dict[str, Tensor] | list[dict[str, Tensor]]:
         if self.training and targets is None:
             raise ValueError("GHMRetinaNet: targets are required in training mode")
+        if not self.training and self.tta is not None:
+            return self._forward_tta(images)
+        return self._forward_single(images, targets)
+
+    def _forward_single(
+        self, images: list[Tensor], targets: list[dict[str, Tensor]] | None
+    ) -> dict[str, Tensor] | list[dict[str, Tensor]]:
         original_sizes = [(int(img.shape[-2]), int(img.shape[-1])) for img in images]
         image_list, targets = self.transform(images, targets)
         features = list(self.backbone(image_list.tensors).values())
@@ -147,6 +185,30 @@ class GHMRetinaNet(RetinaNet):
         split_anchors = [list(a.split(num_anchors_per_level)) for a in anchors]
         detections = self.postprocess_detections(split_outputs, split_anchors, image_list.image_sizes)
         return self.transform.postprocess(detections, image_list.image_sizes, original_sizes)
+
+    def detect_single_pass(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
+        """Eval-mode detections without test-time augmentation (what the paper evaluates)."""
+        if self.training:
+            raise RuntimeError("detect_single_pass needs eval mode")
+        detections = self._forward_single(images, None)
+        assert isinstance(detections, list)
+        return detections
+
+    def _forward_tta(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
+        """Detections fused over the ``self.tta`` views of every image (one batched pass over all views)."""
+        views = VIEWS[self.tta]
+        detections = self.detect_single_pass([transform_image(img, t, m) for img in images for t, m in views])
+        n = len(views)
+        return [
+            fuse_views(
+                detections[i * n : (i + 1) * n],
+                views,
+                (int(img.shape[-2]), int(img.shape[-1])),
+                self.tta_iou,
+                self.detections_per_img,
+            )
+            for i, img in enumerate(images)
+        ]
 
     # ------------------------------------------------------------------ the loss seam
     def match(self, targets: list[dict[str, Tensor]], anchors: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -267,6 +329,7 @@ def build_retinanet(
     backbone: dict,
     anchors: dict | None = None,
     head_convs: int = 4,
+    head_norm: HeadNorm = None,
     prior_probability: float = 0.01,
     stats_scope: StatsScope = "per_level",
     loss_normalizer: LossNormalizer = "batch",
@@ -281,6 +344,8 @@ def build_retinanet(
     fg_iou_thresh: float = 0.5,
     bg_iou_thresh: float = 0.4,
     channels_last: bool = False,
+    tta: TTAViews | None = None,
+    tta_iou: float = 0.55,
 ) -> GHMRetinaNet:
     """Build the model from plain config values (what ``conf/model/*.yaml`` holds).
 
@@ -303,6 +368,7 @@ def build_retinanet(
         stats_scope=stats_scope,
         loss_normalizer=loss_normalizer,
         head_convs=head_convs,
+        head_norm=head_norm,
         prior_probability=prior_probability,
         anchor_generator=build_anchor_generator(**(anchors or {})),
         # a list means multi-scale training: torchvision draws one per batch and evaluates at the last one
@@ -316,5 +382,7 @@ def build_retinanet(
         topk_candidates=topk_candidates,
         fg_iou_thresh=fg_iou_thresh,
         bg_iou_thresh=bg_iou_thresh,
+        tta=tta,
+        tta_iou=tta_iou,
     )
     return model.to(memory_format=torch.channels_last) if channels_last else model

@@ -1,0 +1,133 @@
+"""Test-time augmentation: views invert exactly, fusion averages, the model fuses in its own frame."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import Tensor
+
+from ghmdet.losses import FocalLoss, L1Loss
+from ghmdet.model import build_retinanet
+from ghmdet.model.tta import VIEWS, invert_boxes, transform_image, weighted_box_fusion
+
+ALL_VIEWS = VIEWS["dihedral"]
+
+
+def _image_with_block(box: tuple[int, int, int, int], size: tuple[int, int] = (60, 90)) -> Tensor:
+    image = torch.zeros(3, *size)
+    x1, y1, x2, y2 = box
+    image[:, y1:y2, x1:x2] = 1.0
+    return image
+
+
+def _block_box(image: Tensor) -> Tensor:
+    """The xyxy box (pixel edges) of the bright block: what a perfect detector would report."""
+    ys, xs = torch.nonzero(image[0] > 0.5, as_tuple=True)
+    return torch.tensor([[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]], dtype=torch.float32)
+
+
+@pytest.mark.parametrize(("turns", "mirror"), ALL_VIEWS)
+def test_boxes_found_on_a_view_map_back_to_the_original_frame(turns: int, mirror: bool) -> None:
+    box = (7, 11, 30, 20)  # off-centre and not square, on a non-square image: every axis mix-up shows
+    image = _image_with_block(box)
+    view = transform_image(image, turns, mirror)
+    assert view.shape[-2:] == (image.shape[-2:] if turns % 2 == 0 else image.shape[-2:][::-1])
+    back = invert_boxes(_block_box(view), turns, mirror, (60, 90))
+    torch.testing.assert_close(back, torch.tensor([box], dtype=torch.float32))
+
+
+def test_the_view_sets() -> None:
+    assert len(VIEWS["dihedral"]) == 8 and len(set(VIEWS["dihedral"])) == 8
+    assert VIEWS["flips"] == ((0, False), (0, True), (2, False), (2, True))
+    assert all(views[0] == (0, False) for views in VIEWS.values())
+
+
+def test_fusion_averages_overlapping_boxes_by_score_and_scores_by_views() -> None:
+    boxes = torch.tensor(
+        [
+            [10.0, 10.0, 30.0, 30.0],  # view 1
+            [12.0, 10.0, 32.0, 30.0],  # view 2, same crown (IoU 0.82)
+            [60.0, 60.0, 80.0, 80.0],  # view 2 only
+            [10.0, 10.0, 30.0, 30.0],  # view 2, same place, another class
+        ]
+    )
+    scores = torch.tensor([0.6, 0.2, 0.9, 0.4])
+    labels = torch.tensor([0, 0, 0, 1])
+    fused_boxes, fused_scores, fused_labels = weighted_box_fusion(boxes, scores, labels, num_views=2)
+    torch.testing.assert_close(fused_scores, torch.tensor([0.45, 0.4, 0.2]))
+    torch.testing.assert_close(
+        fused_boxes,
+        torch.tensor([[60.0, 60.0, 80.0, 80.0], [10.5, 10.0, 30.5, 30.0], [10.0, 10.0, 30.0, 30.0]]),
+    )
+    assert fused_labels.tolist() == [0, 0, 1]
+    # boxes below the IoU threshold stay apart
+    apart = weighted_box_fusion(boxes[:2], scores[:2], labels[:2], num_views=2, iou_threshold=0.9)
+    assert len(apart[0]) == 2
+    empty = weighted_box_fusion(boxes[:0], scores[:0], labels[:0], num_views=8)
+    assert all(len(t) == 0 for t in empty)
+    with pytest.raises(ValueError, match="num_views must be >= 1, got 0"):
+        weighted_box_fusion(boxes, scores, labels, num_views=0)
+
+
+def test_a_cluster_never_scores_above_one() -> None:
+    boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0]] * 3)
+    fused = weighted_box_fusion(boxes, torch.tensor([0.9, 0.9, 0.9]), torch.zeros(3, dtype=torch.long), 2)
+    torch.testing.assert_close(fused[1], torch.tensor([1.0]))
+
+
+def _model(tta: str | None) -> torch.nn.Module:
+    model = build_retinanet(
+        2,
+        FocalLoss(),
+        L1Loss(),
+        backbone={"name": "efficientnet_lite0_fpn", "pretrained": False, "out_channels": 16},
+        min_size=60,
+        max_size=1000,
+        tta=tta,
+    )
+    return model.eval()
+
+
+@pytest.mark.parametrize("tta", ["flips", "dihedral"])
+def test_the_model_fuses_an_equivariant_detector_back_to_its_own_answer(
+    tta: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A detector that finds the block exactly in every view: TTA returns the block, in the input's frame."""
+    model = _model(tta)
+    seen: list[tuple[int, ...]] = []
+
+    def perfect(images: list[Tensor], targets: object) -> list[dict[str, Tensor]]:
+        seen.extend(tuple(img.shape) for img in images)
+        found = {"scores": torch.tensor([0.7]), "labels": torch.tensor([1])}
+        return [{"boxes": _block_box(img), **found} for img in images]
+
+    monkeypatch.setattr(model, "_forward_single", perfect)
+    images = [_image_with_block((7, 11, 30, 20)), _image_with_block((50, 40, 80, 58))]
+    detections = model(images)
+    assert len(seen) == 2 * len(VIEWS[tta])  # one batched pass over every view of every image
+    for det, box in zip(detections, ([7, 11, 30, 20], [50, 40, 80, 58]), strict=True):
+        torch.testing.assert_close(det["boxes"], torch.tensor([box], dtype=torch.float32))
+        torch.testing.assert_close(det["scores"], torch.tensor([0.7]))
+        assert det["labels"].tolist() == [1]
+
+
+def test_tta_is_eval_only_and_real_detections_stay_in_the_image() -> None:
+    model = _model("dihedral")
+    images = [torch.rand(3, 60, 90)]
+    with torch.no_grad():
+        (det,) = model(images)
+    assert det["boxes"].shape[1] == 4 and len(det["boxes"]) <= model.detections_per_img
+    if len(det["boxes"]):
+        assert float(det["boxes"][:, [0, 2]].min()) >= 0 and float(det["boxes"][:, [0, 2]].max()) <= 90
+        assert float(det["boxes"][:, [1, 3]].max()) <= 60
+    model.train()
+    targets = [{"boxes": torch.tensor([[5.0, 5.0, 40.0, 30.0]]), "labels": torch.tensor([0])}]
+    assert set(model(images, targets)) == {"loss_cls", "loss_reg"}  # training never sees the views
+
+
+def test_bad_tta_settings_are_named() -> None:
+    with pytest.raises(ValueError, match=r"tta must be null or one of \('flips', 'dihedral'\), got 'd8'"):
+        _model("d8")
+    with pytest.raises(ValueError, match=r"tta_iou must be in \(0, 1\], got 0.0"):
+        backbone = {"name": "efficientnet_lite0_fpn", "pretrained": False}
+        build_retinanet(2, FocalLoss(), L1Loss(), backbone=backbone, tta_iou=0.0)
