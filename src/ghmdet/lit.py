@@ -172,6 +172,13 @@ class DetectionModule(L.LightningModule):
     def validation_step(self, batch: Batch, batch_idx: int) -> list[dict[str, Tensor]]:
         if self.divergence is not None:  # Lightning still validates at the epoch end: nothing to measure
             return []
+        if self._uses_tta:
+            # the periodic validation tracks training progress: one pass per image, not one per TTA view
+            # (8x cheaper with model.tta=dihedral); the test scores both
+            images, targets = batch
+            detections = self.model.detect_single_pass(images)
+            self._update(self.val_metrics, detections, targets)
+            return detections
         return self._eval_step(batch, self.val_metrics)
 
     def test_step(self, batch: Batch, batch_idx: int) -> list[dict[str, Tensor]]:

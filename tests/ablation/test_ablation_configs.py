@@ -119,6 +119,7 @@ def test_each_job_composes_to_the_paper_setting(table: str) -> None:
             assert cfg.trainer.max_steps == 250
         # the lr the committed tables ran with, whatever the default recipe's lr is now
         assert cfg.optimizer.lr == pytest.approx(2e-4)
+        assert cfg.data.rot90_prob == 0.0 and cfg.data.photometric == 0.0 and cfg.model.tta is None
 
 
 @pytest.mark.parametrize("table", TABLES)

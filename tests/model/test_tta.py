@@ -131,3 +131,32 @@ def test_bad_tta_settings_are_named() -> None:
     with pytest.raises(ValueError, match=r"tta_iou must be in \(0, 1\], got 0.0"):
         backbone = {"name": "efficientnet_lite0_fpn", "pretrained": False}
         build_retinanet(2, FocalLoss(), L1Loss(), backbone=backbone, tta_iou=0.0)
+
+
+def test_validation_is_single_pass_and_the_test_scores_both(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Periodic validation costs one pass per image; the test step runs the TTA views and the single pass."""
+    from ghmdet.lit import DetectionModule
+
+    module = DetectionModule(_model("dihedral"), optimizer=torch.optim.SGD)
+    passes: list[int] = []
+
+    def perfect(images: list[Tensor], targets: object) -> list[dict[str, Tensor]]:
+        passes.append(len(images))
+        found = {"scores": torch.tensor([0.7]), "labels": torch.tensor([0])}
+        return [{"boxes": _block_box(img), **found} for img in images]
+
+    monkeypatch.setattr(module.model, "_forward_single", perfect)
+    images = [_image_with_block((7, 11, 30, 20)), _image_with_block((50, 40, 80, 58))]
+    targets = [
+        {"boxes": _block_box(img), "labels": torch.tensor([0]), "image_id": torch.tensor(i)}
+        for i, img in enumerate(images)
+    ]
+    module.validation_step((images, targets), 0)
+    assert passes == [2]
+    passes.clear()
+    module.test_step((images, targets), 0)
+    assert sorted(passes) == [2, 2 * 8]
+    # a perfect detector scores AP 1 both ways
+    assert float(module.val_metrics.compute()["AP"]) == pytest.approx(1.0)
+    assert float(module.test_metrics.compute()["AP"]) == pytest.approx(1.0)
+    assert float(module.test_single_pass_metrics.compute()["AP"]) == pytest.approx(1.0)
