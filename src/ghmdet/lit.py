@@ -154,9 +154,11 @@ class DetectionModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # ------------------------------------------------------------------ evaluation
-    def _eval_step(self, batch: Batch, metrics: CocoDetectionMetrics) -> list[dict[str, Tensor]]:
+    def _eval_step(
+        self, batch: Batch, metrics: CocoDetectionMetrics, single_pass: bool = False
+    ) -> list[dict[str, Tensor]]:
         images, targets = batch
-        detections = self.model(images)
+        detections = self.model.detect_single_pass(images) if single_pass else self.model(images)
         self._update(metrics, detections, targets)
         return detections
 
@@ -172,19 +174,13 @@ class DetectionModule(L.LightningModule):
     def validation_step(self, batch: Batch, batch_idx: int) -> list[dict[str, Tensor]]:
         if self.divergence is not None:  # Lightning still validates at the epoch end: nothing to measure
             return []
-        if self._uses_tta:
-            # the periodic validation tracks training progress: one pass per image, not one per TTA view
-            # (8x cheaper with model.tta=dihedral); the test scores both
-            images, targets = batch
-            detections = self.model.detect_single_pass(images)
-            self._update(self.val_metrics, detections, targets)
-            return detections
-        return self._eval_step(batch, self.val_metrics)
+        # the periodic validation tracks training progress: one pass per image, not one per TTA view (8x
+        # cheaper with model.tta=dihedral); the test scores both
+        return self._eval_step(batch, self.val_metrics, single_pass=self._uses_tta)
 
     def test_step(self, batch: Batch, batch_idx: int) -> list[dict[str, Tensor]]:
         if self._uses_tta:
-            images, targets = batch
-            self._update(self.test_single_pass_metrics, self.model.detect_single_pass(images), targets)
+            self._eval_step(batch, self.test_single_pass_metrics, single_pass=True)
         return self._eval_step(batch, self.test_metrics)
 
     @property
