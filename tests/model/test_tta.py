@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import torch
 from torch import Tensor
@@ -75,6 +77,18 @@ def test_a_cluster_never_scores_above_one() -> None:
     torch.testing.assert_close(fused[1], torch.tensor([1.0]))
 
 
+def _perfect_detector(label: int, passes: list[int]) -> Callable[..., list[dict[str, Tensor]]]:
+    """A ``_forward_single`` stand-in that finds each image's bright block exactly and records the size of
+    every batch it is called with."""
+
+    def detect(images: list[Tensor], targets: object) -> list[dict[str, Tensor]]:
+        passes.append(len(images))
+        found = {"scores": torch.tensor([0.7]), "labels": torch.tensor([label])}
+        return [{"boxes": _block_box(img), **found} for img in images]
+
+    return detect
+
+
 def _model(tta: str | None) -> torch.nn.Module:
     model = build_retinanet(
         2,
@@ -94,17 +108,11 @@ def test_the_model_fuses_an_equivariant_detector_back_to_its_own_answer(
 ) -> None:
     """A detector that finds the block exactly in every view: TTA returns the block, in the input's frame."""
     model = _model(tta)
-    seen: list[tuple[int, ...]] = []
-
-    def perfect(images: list[Tensor], targets: object) -> list[dict[str, Tensor]]:
-        seen.extend(tuple(img.shape) for img in images)
-        found = {"scores": torch.tensor([0.7]), "labels": torch.tensor([1])}
-        return [{"boxes": _block_box(img), **found} for img in images]
-
-    monkeypatch.setattr(model, "_forward_single", perfect)
+    passes: list[int] = []
+    monkeypatch.setattr(model, "_forward_single", _perfect_detector(1, passes))
     images = [_image_with_block((7, 11, 30, 20)), _image_with_block((50, 40, 80, 58))]
     detections = model(images)
-    assert len(seen) == 2 * len(VIEWS[tta])  # one batched pass over every view of every image
+    assert passes == [2 * len(VIEWS[tta])]  # one batched pass over every view of every image
     for det, box in zip(detections, ([7, 11, 30, 20], [50, 40, 80, 58]), strict=True):
         torch.testing.assert_close(det["boxes"], torch.tensor([box], dtype=torch.float32))
         torch.testing.assert_close(det["scores"], torch.tensor([0.7]))
@@ -139,13 +147,7 @@ def test_validation_is_single_pass_and_the_test_scores_both(monkeypatch: pytest.
 
     module = DetectionModule(_model("dihedral"), optimizer=torch.optim.SGD)
     passes: list[int] = []
-
-    def perfect(images: list[Tensor], targets: object) -> list[dict[str, Tensor]]:
-        passes.append(len(images))
-        found = {"scores": torch.tensor([0.7]), "labels": torch.tensor([0])}
-        return [{"boxes": _block_box(img), **found} for img in images]
-
-    monkeypatch.setattr(module.model, "_forward_single", perfect)
+    monkeypatch.setattr(module.model, "_forward_single", _perfect_detector(0, passes))
     images = [_image_with_block((7, 11, 30, 20)), _image_with_block((50, 40, 80, 58))]
     targets = [
         {"boxes": _block_box(img), "labels": torch.tensor([0]), "image_id": torch.tensor(i)}
