@@ -8,8 +8,9 @@ I/O) and the augmentation is built. What no constructor checks (a learning rate 
 neither ``max_steps`` nor ``max_epochs``, an out-of-range seed) is checked here. Each problem becomes
 ``<config key> = <value>: <reason>``; all of them are joined into one line of a :class:`ConfigError`.
 
-Unknown choices of a config group (``loss/cls=ghm``) fail earlier, in Hydra's composition; the entry point
-turns that error into one line as well (:func:`ghmdet.train.main`).
+Unknown choices of a config group (``loss/cls=ghm``) fail earlier, in Hydra's composition, and an override
+that does not parse (``loss/cls.bins=10``) earlier still; the entry point turns those errors into one line as
+well (:func:`ghmdet.train.main`), the parse error with the valid form (:func:`override_parse_problem`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
-from hydra.errors import InstantiationException
+from hydra.errors import InstantiationException, OverrideParseException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -30,6 +31,9 @@ MAX_SEED = 2**32 - 1
 METRIC_BACKENDS = ("faster_coco_eval", "pycocotools")
 _ARGUMENT_IN_MESSAGE = re.compile(r"^(?:\w+: )?(\w+) must\b")
 _UNEXPECTED_KEYWORD = re.compile(r"unexpected keyword argument '(\w+)'")
+OVERRIDE_GRAMMAR_URL = "https://hydra.cc/docs/advanced/override_grammar/basic/"
+# A key addressing a value inside a config group with a slash: "loss/cls.bins".
+_SLASH_BEFORE_DOT = re.compile(r"^([+~]*)([\w-]+(?:/[\w-]+)+)\.([\w.-]+)$")
 
 
 class ConfigError(ValueError):
@@ -316,3 +320,37 @@ def validate_config(cfg: DictConfig) -> None:
     problems = config_problems(cfg)
     if problems:
         raise ConfigError("invalid config: " + "; ".join(problems))
+
+
+def override_parse_problem(err: BaseException) -> str | None:
+    """One line for a command-line override Hydra's parser cannot read: what it said and the valid form.
+
+    Args:
+        err: any exception.
+
+    Returns:
+        ``cannot parse the override '<override>': <parser message>; did you mean '<fixed>'? <valid forms>``
+        for an :class:`~hydra.errors.OverrideParseException` (the hint only where the fix is certain), else
+        None.
+    """
+    if not isinstance(err, OverrideParseException):
+        return None
+    override = err.override
+    reason = " ".join(
+        line.strip()
+        for line in str(err).splitlines()
+        if line.strip() and not line.startswith(("See https://hydra.cc", "Error parsing override"))
+    )
+    key, equals, value = override.partition("=")
+    hint = ""
+    slash_key = _SLASH_BEFORE_DOT.match(key.strip())
+    if equals and slash_key:
+        prefix, group, rest = slash_key.groups()
+        hint = f"; did you mean '{prefix}{group.replace('/', '.')}.{rest}={value}'?"
+    elif not equals and not override.startswith("~"):
+        hint = f"; did you mean '{override}=<value>'?"
+    return (
+        f"cannot parse the override '{override}': {reason}{hint if hint else '.'} A value is set with dots "
+        "(loss.cls.bins=10), a config group is chosen with slashes (loss/cls=focal), a sweep lists values "
+        f"(seed=0,1,2 with -m); grammar: {OVERRIDE_GRAMMAR_URL}"
+    )

@@ -14,20 +14,34 @@ faults they were tested against are in ``docs/reliability.md``.
 - :func:`redact` / :class:`RedactingFilter`: secrets (``WANDB_API_KEY`` and other ``*KEY``/``*TOKEN``/
   ``*SECRET``/``*PASSWORD`` environment values, and config fields named like that) never reach
   ``metrics.json``, logger hyperparameters, ``.hydra/`` or the log.
+- :func:`compare_run_configs`: what differs between the config a run started with and the current one,
+  split into changes of the result and :data:`RESULT_NEUTRAL_KEYS` (resume and skip refuse the former).
+- :class:`RunDirLock`: one process per run dir.
+- :class:`InterruptHandler` / :class:`RunCheckpoints`: SIGTERM / SIGINT stop at a step boundary with a saved
+  checkpoint; the final step is always saved; every checkpoint carries the run's config.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
+import fnmatch
+import json
 import logging
 import math
 import os
 import random
 import re
 import shutil
+import signal
+import socket
+import sys
+import threading
+import time
 from collections import deque
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +50,8 @@ import numpy as np
 import torch
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
+from lightning.pytorch.trainer.states import TrainerFn, TrainerStatus
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 log = logging.getLogger(__name__)
 
@@ -235,12 +251,46 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         try:
             with open(tmp, "wb") as handle:
-                torch.save(checkpoint, handle)
+                writer = _WriteErrorRecorder(handle)
+                try:
+                    torch.save(checkpoint, writer)
+                except RuntimeError as err:
+                    # torch's zip writer reports a failed write (a full disk) as "[enforce fail at
+                    # inline_container.cc...] unexpected pos": raise the OSError of the write instead.
+                    if writer.error is None:
+                        raise
+                    raise OSError(writer.error.errno, writer.error.strerror, str(path)) from err
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, path)
+        except OSError as err:
+            if err.filename is None:  # flush / fsync / close on a full disk: name the checkpoint
+                raise OSError(err.errno, err.strerror, str(path)) from err
+            raise
         finally:
             tmp.unlink(missing_ok=True)
+
+
+class _WriteErrorRecorder:
+    """A binary file's ``write``/``flush`` that remembers the OSError a write raised (torch.save hides it)."""
+
+    def __init__(self, handle: Any) -> None:
+        self._handle = handle
+        self.error: OSError | None = None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self._handle.write(data)
+        except OSError as err:
+            self.error = err
+            raise
+
+    def flush(self) -> None:
+        try:
+            self._handle.flush()
+        except OSError as err:
+            self.error = err
+            raise
 
 
 # ---------------------------------------------------------------------------------------------- output dir
@@ -359,3 +409,386 @@ def install_log_redaction(logger: logging.Logger | None = None) -> None:
     for handler in logger.handlers:
         if not any(isinstance(f, RedactingFilter) for f in handler.filters):
             handler.addFilter(RedactingFilter())
+
+
+# ---------------------------------------------------------------------------------------------- run config
+
+#: Key of the resolved (redacted) config of the run in a checkpoint (written by :class:`RunCheckpoints`).
+RUN_CONFIG_KEY = "ghmdet_run_config"
+#: Config keys (dotted, ``fnmatch`` patterns) whose values cannot change what a run computes: a run resumed
+#: or skipped with other values there is still the same run. Everything else is compared.
+#: - how the run is executed: torch threads, loader workers and image cache (the augmentation of a sample
+#:   has its own random stream, docs/reliability.md), resume / skip switches, the free-space floor;
+#: - where things are: ``paths.*`` (a path elsewhere in the config that differs only by where ``paths.*``
+#:   point counts as moved, not changed), the W&B group (``task_name``), the ablation table's metadata;
+#: - what is logged and shown: loggers, progress bars, LR monitor, prediction pictures, gradient-norm
+#:   histograms, the DDP consistency checks, the checkpoint interval (resume is exact from any step).
+RESULT_NEUTRAL_KEYS: tuple[str, ...] = (
+    "threads",
+    "resume",
+    "skip_completed",
+    "min_free_disk_mb",
+    "task_name",
+    "paths",
+    "paths.*",
+    "ablation",
+    "ablation.*",
+    "logger",
+    "logger.*",
+    "data.num_workers",
+    "data.cache_images",
+    "data.pin_memory",
+    "data.persistent_workers",
+    "trainer.enable_progress_bar",
+    "trainer.enable_model_summary",
+    "trainer.log_every_n_steps",
+    *(
+        f"callbacks.{name}{suffix}"
+        for name in (
+            "rich_progress_bar",
+            "lr_monitor",
+            "prediction_images",
+            "gradient_norms",
+            "ghm_state",
+            "eval_coverage",
+            "model_checkpoint",
+        )
+        for suffix in ("", ".*")
+    ),
+)
+_ABSENT = "<absent>"
+
+
+class ConfigMismatchError(RuntimeError):
+    """The run dir holds a run of another configuration: resuming or skipping it would misrecord it."""
+
+
+@dataclass(frozen=True)
+class ConfigChange:
+    """One config key whose value differs between the run's start and now."""
+
+    key: str
+    was: Any
+    now: Any
+
+    def describe(self) -> str:
+        """``key = <was> there, <now> now`` (long values shortened)."""
+        return f"{self.key} = {_short(self.was)} there, {_short(self.now)} now"
+
+    def as_record(self) -> dict[str, Any]:
+        """The change as a JSON object for ``metrics.json``."""
+        return {"key": self.key, "was": self.was, "now": self.now}
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = value if isinstance(value, str) and value == _ABSENT else json.dumps(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _differences(old: Any, new: Any, key: str = "") -> Iterable[tuple[str, Any, Any]]:
+    """``(dotted key, old, new)`` where two nested configs differ; a subtree present on one side only is one
+    difference (its whole value against :data:`_ABSENT`), lists are compared as values."""
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+        for name in sorted(set(old) | set(new), key=str):
+            dotted = f"{key}.{name}" if key else str(name)
+            yield from _differences(old.get(name, _ABSENT), new.get(name, _ABSENT), dotted)
+    elif old != new:
+        yield key, old, new
+
+
+def _paths(config: Mapping[str, Any]) -> dict[str, str]:
+    paths = config.get("paths")
+    if not isinstance(paths, Mapping):
+        return {}
+    return {f"paths.{k}": v for k, v in paths.items() if isinstance(v, str) and v}
+
+
+def _relocated(was: Any, now: Any, old_paths: Mapping[str, str], new_paths: Mapping[str, str]) -> bool:
+    """Whether two strings differ only by the ``paths.*`` values they start from (a moved data dir)."""
+    if not (isinstance(was, str) and isinstance(now, str)):
+        return False
+    for key in sorted(old_paths, key=lambda k: -len(old_paths[k])):
+        if key in new_paths:
+            was = was.replace(old_paths[key], f"${{{key}}}")
+            now = now.replace(new_paths[key], f"${{{key}}}")
+    return was == now
+
+
+def compare_run_configs(
+    started: Mapping[str, Any], now: Mapping[str, Any]
+) -> tuple[list[ConfigChange], list[ConfigChange]]:
+    """The keys whose values differ between the config a run started with and the current one.
+
+    Both are resolved configs (as recorded in ``metrics.json`` / the checkpoint); secrets are redacted on
+    both sides first, so that a redacted field never counts as changed. Returns ``(changes, allowed)``:
+    differences that change the result, and those under :data:`RESULT_NEUTRAL_KEYS` or that only follow a
+    moved ``paths.*``.
+    """
+    # JSON round trip: the same types whether the config came from a checkpoint or from metrics.json.
+    old = json.loads(json.dumps(redact(dict(started))))
+    new = json.loads(json.dumps(redact(dict(now))))
+    old_paths, new_paths = _paths(old), _paths(new)
+    changes: list[ConfigChange] = []
+    allowed: list[ConfigChange] = []
+    for key, was, value in _differences(old, new):
+        change = ConfigChange(key, was, value)
+        neutral = any(fnmatch.fnmatchcase(key, pattern) for pattern in RESULT_NEUTRAL_KEYS)
+        if neutral or _relocated(was, value, old_paths, new_paths):
+            allowed.append(change)
+        else:
+            changes.append(change)
+    return changes, allowed
+
+
+def config_mismatch_message(run_dir: str | os.PathLike[str], doing: str, changes: list[ConfigChange]) -> str:
+    """One line: the run dir, what was refused, each changed key with both values, how to start afresh."""
+    return (
+        f"{run_dir} holds a run started with another config, so {doing} it would record what it did not do: "
+        + "; ".join(change.describe() for change in changes)
+        + ". Start afresh with another hydra.run.dir, or retrain here with resume=false skip_completed=false "
+        "(the earlier metrics.json is kept beside, time-stamped)"
+    )
+
+
+# ---------------------------------------------------------------------------------------------- run dir lock
+
+#: The lock file of a run dir (removed when the run ends; one left by a crash is taken over).
+LOCK_FILE = ".ghmdet-run.lock"
+
+
+class RunDirBusyError(RuntimeError):
+    """Another process holds the run dir's lock."""
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
+
+
+class RunDirLock:
+    """An exclusive lock on a run dir, so that two processes never train into one dir.
+
+    ``flock`` on ``<run dir>/.ghmdet-run.lock``: the kernel releases it on any exit (a crash or SIGKILL
+    included), so a lock file left behind is free and taken over. The file holds the owner's pid, host,
+    start time and command, for the message a second process ends with. When the lock is held but its
+    owner (same host) is dead, what holds it are the owner's orphaned children (DataLoader workers exit a
+    moment after their parent): the lock is waited for, up to ``orphan_wait_s``.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike[str], orphan_wait_s: float = 30.0) -> None:
+        self.path = Path(run_dir) / LOCK_FILE
+        self.orphan_wait_s = orphan_wait_s
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Take the lock or raise :class:`RunDirBusyError` naming the holder."""
+        deadline = time.monotonic() + self.orphan_wait_s
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as err:
+                holder = _read_holder(fd)
+                os.close(fd)
+                if err.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+                if self._orphaned(holder) and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                    continue
+                raise RunDirBusyError(self._busy_message(holder)) from None
+            try:
+                current = os.stat(self.path).st_ino
+            except FileNotFoundError:
+                current = None
+            if current != os.fstat(fd).st_ino:  # the owner removed the file as we opened it: try again
+                os.close(fd)
+                continue
+            holder_text = json.dumps(
+                {
+                    "pid": os.getpid(),
+                    "host": socket.gethostname(),
+                    "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                    "command": " ".join(sys.argv),
+                }
+            )
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, holder_text.encode() + b"\n", 0)
+            self._fd = fd
+            return
+
+    def release(self) -> None:
+        """Remove the lock file and release the lock (a no-op when not held)."""
+        if self._fd is None:
+            return
+        with contextlib.suppress(OSError):
+            if os.stat(self.path).st_ino == os.fstat(self._fd).st_ino:
+                os.unlink(self.path)  # while still locked: a waiting process then retries on a new file
+        os.close(self._fd)
+        self._fd = None
+
+    def __enter__(self) -> RunDirLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    @staticmethod
+    def _orphaned(holder: dict[str, Any]) -> bool:
+        pid = holder.get("pid")
+        return isinstance(pid, int) and holder.get("host") == socket.gethostname() and not _pid_alive(pid)
+
+    def _busy_message(self, holder: dict[str, Any]) -> str:
+        run_dir = self.path.parent
+        if not holder:
+            who = "another process (its lock file names none)"
+        else:
+            pid, host = holder.get("pid", "?"), holder.get("host", "?")
+            who = f"pid {pid} on {host} since {holder.get('started', '?')} ({holder.get('command', '?')})"
+        if self._orphaned(holder):
+            who += f"; that process is gone but its child processes still hold {self.path}"
+        return (
+            f"run dir {run_dir} is in use by {who}: two runs in one dir would overwrite each other's "
+            "results. Wait for it to end (a stopped or killed run resumes with the same command) or give "
+            "another hydra.run.dir"
+        )
+
+
+def _read_holder(fd: int) -> dict[str, Any]:
+    try:
+        holder = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    return holder if isinstance(holder, dict) else {}
+
+
+# ---------------------------------------------------------------------------------------------- interrupts
+
+
+class RunInterrupted(BaseException):
+    """SIGTERM or SIGINT stopped the run (a BaseException, like KeyboardInterrupt: no ``except Exception``
+    on the way swallows it). ``message`` is the line for the user once the run is recorded."""
+
+    def __init__(self, signum: int, message: str = "") -> None:
+        super().__init__(message or signal.Signals(signum).name)
+        self.signum = signum
+        self.message = message
+
+    @property
+    def exit_status(self) -> int:
+        """128 + the signal number (143 for SIGTERM, 130 for SIGINT), as a shell reports a signal's kill."""
+        return 128 + self.signum
+
+
+class InterruptHandler:
+    """SIGTERM (schedulers, ``timeout``, SLURM preemption) and SIGINT (Ctrl+C) during a run.
+
+    Installed for the run's duration. Inside ``trainer.fit`` / ``trainer.test`` Lightning has its own
+    SIGTERM handler, which calls the one installed before it (this one): Lightning sets
+    ``trainer.received_sigterm`` and its loops raise ``SIGTERMException`` after the current batch, hooks
+    and checkpoint callbacks included; :class:`RunCheckpoints` then saves ``last.ckpt``. This handler only
+    notes the signal there. A first SIGINT takes the same path (Lightning's own KeyboardInterrupt handling
+    stops wherever the interrupt lands, mid-update included, and exits 1); a second one stops at once.
+    Outside Lightning's loops (building, after the test) either signal raises :class:`RunInterrupted`.
+    Set :attr:`trainer` once the Trainer exists.
+    """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.trainer: L.Trainer | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> InterruptHandler:
+        if threading.current_thread() is threading.main_thread():  # signals can only be set there
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        self._previous = {}
+
+    @property
+    def signal_name(self) -> str:
+        """The name of the first signal received (``SIGTERM``), or ``SIGINT`` when none was seen."""
+        return signal.Signals(self.signum or signal.SIGINT).name
+
+    def _in_lightning_loop(self) -> bool:
+        trainer = self.trainer
+        if trainer is None or trainer.state.status != TrainerStatus.RUNNING:
+            return False
+        # Lightning installs its SIGTERM handler for the duration of fit / test and restores this one after.
+        return signal.getsignal(signal.SIGTERM) != self._handle
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        first = self.signum is None
+        if first:
+            self.signum = signum
+        if self._in_lightning_loop() and (first or signum == signal.SIGTERM):
+            if signum == signal.SIGINT:
+                self.trainer._signal_connector.received_sigterm = True  # type: ignore[union-attr]
+            log.warning(
+                "%s received: stopping after the current step, saving a checkpoint%s",
+                signal.Signals(signum).name,
+                " (Ctrl+C again stops at once, without one)" if signum == signal.SIGINT else "",
+            )
+            return
+        raise RunInterrupted(signum)
+
+
+class RunCheckpoints(L.Callback):
+    """What makes ``last.ckpt`` the run's checkpoint: its config, its final weights, a save on a stop.
+
+    - every checkpoint holds the run's resolved config (:data:`RUN_CONFIG_KEY`), so that a resume compares
+      against the config the weights were trained with (:func:`compare_run_configs`);
+    - at the end of training, ``last.ckpt`` is saved unless it already holds the final step: Lightning's
+      ``ModelCheckpoint`` saves at ``on_train_end`` only when no "last" checkpoint was written yet, so with
+      ``max_steps`` not a multiple of ``every_n_train_steps`` it kept an earlier step than the one tested;
+    - when Lightning stops on SIGTERM (``SIGTERMException``, raised after a training batch), ``last.ckpt``
+      is saved at that step, so a rerun resumes from there; a stop inside a validation pass (between two
+      validation batches) keeps the last checkpoint instead.
+
+    After a divergence nothing is saved (:class:`DivergenceGuard`). The saves go through each
+    ``ModelCheckpoint``'s own ``save_last`` path, so its bookkeeping stays right.
+    """
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        self.config = redact(dict(config))
+
+    def on_save_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        checkpoint[RUN_CONFIG_KEY] = self.config
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._save_last(trainer, pl_module)
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        # Only a stop at a training batch boundary: any other exception may land mid-update, and a stop
+        # inside a validation pass would resume into a half-done validation (the last checkpoint stays).
+        if (
+            isinstance(exception, SIGTERMException)
+            and trainer.state.fn == TrainerFn.FITTING
+            and not trainer.validating
+        ):
+            self._save_last(trainer, pl_module)
+
+    @staticmethod
+    def _save_last(trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if getattr(pl_module, "divergence", None) is not None or trainer.sanity_checking:
+            return
+        for callback in trainer.checkpoint_callbacks:
+            if (
+                isinstance(callback, ModelCheckpoint)
+                and callback.save_last
+                and callback._last_global_step_saved != trainer.global_step
+            ):
+                callback._save_last_checkpoint(trainer, callback._monitor_candidates(trainer))

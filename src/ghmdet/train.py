@@ -1,18 +1,22 @@
 """The one entry point: ``ghmdet-train`` / ``python -m ghmdet.train`` (Hydra).
 
-Validate the config; check the run dir can take results; instantiate data, losses, model, LightningModule
-and trainer; fit (resuming from the run's ``checkpoints/last.ckpt`` when it exists, loaded with
-``weights_only=True``); test; write ``metrics.json``; close the W&B run. Everything a run writes goes under
-its Hydra output dir. Failures a user can fix (config, data, checkpoint, output dir) end with one line on
-stderr and exit status 2; ``metrics.json`` records the status (``completed`` / ``diverged`` / ``failed``) and
-why. See ``docs/reliability.md``.
+Validate the config; check the run dir can take results and lock it (one process per run dir); instantiate
+data, losses, model, LightningModule and trainer; fit (resuming from the run's ``checkpoints/last.ckpt``
+when it exists and was trained with a config that gives the same result, loaded with ``weights_only=True``);
+test; write ``metrics.json``; close the W&B run. Everything a run writes goes under its Hydra output dir.
+Failures a user can fix (config, data, checkpoint, output dir, a busy dir, a run dir of another config) end
+with one line on stderr and exit status 2; SIGTERM / SIGINT save a checkpoint and exit with 128 + the
+signal; ``metrics.json`` records the status (``completed`` / ``diverged`` / ``failed`` / ``interrupted``)
+and why. See ``docs/reliability.md``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -28,24 +32,37 @@ from hydra.errors import HydraException
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ghmdet.callbacks import IterationTimer
-from ghmdet.config_validation import ConfigError, validate_config
+from ghmdet.config_validation import ConfigError, override_parse_problem, validate_config
 from ghmdet.data.annotations import DatasetError
+from ghmdet.data.coco import ResumableDataLoader
 from ghmdet.distributed import hydra_ddp_job, is_rank_zero  # also registers the ghmdet.* resolvers
 from ghmdet.lit import DetectionModule
 from ghmdet.reliability import (
+    RUN_CONFIG_KEY,
     UNWRITABLE_ERRNOS,
     AtomicCheckpointIO,
     CheckpointError,
+    ConfigChange,
+    ConfigMismatchError,
     DivergenceGuard,
+    InterruptHandler,
     OutputDirError,
+    RunCheckpoints,
+    RunDirBusyError,
+    RunDirLock,
+    RunInterrupted,
     check_checkpoint,
     check_output_dir,
+    compare_run_configs,
+    config_mismatch_message,
     describe_os_error,
     install_log_redaction,
+    load_checkpoint_safely,
     redact,
     redact_file,
 )
@@ -65,6 +82,8 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     DatasetError,
     CheckpointError,
     OutputDirError,
+    ConfigMismatchError,
+    RunDirBusyError,
     HydraException,
     OmegaConfBaseException,
     MisconfigurationException,
@@ -283,26 +302,46 @@ def _redact_hydra_files(out_dir: Path) -> None:
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Train + test one configuration; returns what it wrote to ``metrics.json``.
 
-    Start-up order: config validation and the output-dir check come before anything is loaded or written,
-    so a bad config, an unwritable dir or a full disk fail in a second and leave earlier results alone.
+    Start-up order: a finished run is skipped (when its config matches the current one); then config
+    validation, the output-dir check, the run dir's lock and the resume check come before anything is
+    loaded or written, so that a bad config, an unwritable, full or busy dir, or a resume into a run of
+    another config fail in a second and leave earlier results alone.
     """
     install_log_redaction()
     out_dir = Path(cfg.paths.output_dir)
-    previous = read_metrics(out_dir)
-    # A diverged run is finished too: rerunning it would diverge again (a sweep's momentum-0.9 row).
-    finished = previous is not None and previous.get("status") in ("completed", "diverged")
-    if finished and cfg.get("skip_completed", True):
-        log.info(
-            "%s already holds a %s run; skipping (skip_completed=false reruns it)",
-            out_dir,
-            previous["status"],
-        )
-        return previous
-
+    config = _config_record(cfg)
+    finished = _finished_run(out_dir, config, cfg)
+    if finished is not None:
+        return finished
     started = time.time()
-    record: dict[str, Any] = {
+    try:
+        validate_config(cfg)
+    except ConfigError as err:
+        record = {**_initial_record(cfg, config, started), "status": "failed", "reason": str(err)}
+        try:  # recorded unless another process holds the run dir (its record is its own)
+            with _run_dir_lock(out_dir, orphan_wait_s=0):
+                _record_start_failure(out_dir, record, started)
+        except (OSError, RunDirBusyError) as busy:
+            log.warning("the invalid config is not recorded in %s: %s", out_dir / METRICS_FILE, busy)
+        raise
+    check_output_dir(out_dir, float(cfg.get("min_free_disk_mb", DEFAULT_MIN_FREE_MB)))
+    with _run_dir_lock(out_dir):
+        finished = _finished_run(out_dir, config, cfg)  # another process may have finished it meanwhile
+        if finished is not None:
+            return finished
+        return _run_locked(cfg, out_dir, config, started)
+
+
+def _run_dir_lock(out_dir: Path, orphan_wait_s: float = 30.0) -> contextlib.AbstractContextManager[Any]:
+    """The run dir's lock: one process per run dir. DDP ranks share the dir: rank 0 (the launching
+    process) holds it."""
+    return RunDirLock(out_dir, orphan_wait_s) if is_rank_zero() else contextlib.nullcontext()
+
+
+def _initial_record(cfg: DictConfig, config: dict[str, Any], started: float) -> dict[str, Any]:
+    return {
         "status": "running",
-        "config": _config_record(cfg),
+        "config": config,
         "overrides": (
             OmegaConf.to_container(HydraConfig.get().overrides.task, resolve=False)
             if HydraConfig.initialized()
@@ -312,13 +351,72 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "seed": cfg.get("seed"),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
     }
-    try:
-        validate_config(cfg)
-    except ConfigError as err:
-        record["status"], record["reason"] = "failed", str(err)
-        _record_start_failure(out_dir, record, started)
-        raise
-    check_output_dir(out_dir, float(cfg.get("min_free_disk_mb", DEFAULT_MIN_FREE_MB)))
+
+
+def _finished_run(out_dir: Path, config: dict[str, Any], cfg: DictConfig) -> dict[str, Any] | None:
+    """The record of a finished run to skip, None to train; refuses a finished run of another config."""
+    previous = read_metrics(out_dir)
+    # A diverged run is finished too: rerunning it would diverge again (a sweep's momentum-0.9 row).
+    if previous is None or previous.get("status") not in ("completed", "diverged"):
+        return None
+    if not cfg.get("skip_completed", True):
+        return None
+    if isinstance(previous.get("config"), dict):
+        changes, allowed = compare_run_configs(previous["config"], config)
+        if changes:
+            raise ConfigMismatchError(config_mismatch_message(out_dir, "skipping", changes))
+        if allowed:
+            log.info(
+                "the config differs from the finished run's only where results cannot change: %s",
+                "; ".join(change.describe() for change in allowed),
+            )
+    log.info(
+        "%s already holds a %s run; skipping (skip_completed=false reruns it)", out_dir, previous["status"]
+    )
+    return previous
+
+
+def _check_resume(
+    last_ckpt: Path, previous: dict[str, Any] | None, config: dict[str, Any], out_dir: Path
+) -> tuple[int, list[ConfigChange]]:
+    """The step of a resume checkpoint and the allowed config changes; refuses another config's run.
+
+    Compared with the config stored in the checkpoint (the one its weights were trained with), or, for a
+    checkpoint that holds none, with the run dir's ``metrics.json``.
+    """
+    # weights_only=True, memory-mapped: a truncated or code-carrying checkpoint is refused before any build.
+    checkpoint = load_checkpoint_safely(last_ckpt)
+    step = int(checkpoint.get("global_step", 0))
+    started_with = checkpoint.get(RUN_CONFIG_KEY)
+    del checkpoint
+    if not isinstance(started_with, dict) and previous is not None:
+        started_with = previous.get("config")
+    if not isinstance(started_with, dict):
+        log.warning("%s records no config: resuming it without comparing configs", last_ckpt)
+        return step, []
+    changes, allowed = compare_run_configs(started_with, config)
+    if changes:
+        raise ConfigMismatchError(config_mismatch_message(out_dir, "resuming", changes))
+    return step, allowed
+
+
+def _run_locked(cfg: DictConfig, out_dir: Path, config: dict[str, Any], started: float) -> dict[str, Any]:
+    """:func:`run` once the config is valid and the run dir's lock is held."""
+    previous = read_metrics(out_dir)
+    record = _initial_record(cfg, config, started)
+    last_ckpt = out_dir / "checkpoints" / "last.ckpt"
+    ckpt_path = None
+    if cfg.resume and last_ckpt.is_file():
+        try:
+            record["resumed_from_step"], allowed = _check_resume(last_ckpt, previous, config, out_dir)
+        except CheckpointError as err:
+            record["status"], record["reason"] = "failed", f"{type(err).__name__}: {err}"
+            _record_start_failure(out_dir, record, started)
+            raise
+        if allowed:
+            record["config_changes"] = [change.as_record() for change in allowed]
+        ckpt_path = str(last_ckpt)
+        log.info("resuming from %s (step %d)", ckpt_path, record["resumed_from_step"])
     _redact_hydra_files(out_dir)
     # Visible while training: a job killed half-way leaves "running", not a stale or missing record.
     start_record(out_dir, record, started)
@@ -329,57 +427,146 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     timer = IterationTimer()
     module: DetectionModule | None = None
     trainer: L.Trainer | None = None
+    with InterruptHandler() as interrupts:
+        try:
+            loggers, record["wandb"] = _loggers(cfg)
+            # Resolved first: masked_copy detaches the node, so ${...} pointing outside trainer would not
+            # resolve.
+            trainer_node = OmegaConf.create(OmegaConf.to_container(cfg.trainer, resolve=True))
+            trainer_cfg = OmegaConf.masked_copy(
+                trainer_node, [k for k in trainer_node if k not in NON_TRAINER_KEYS]
+            )
+            extra: dict[str, Any] = {}
+            if trainer_cfg.get("plugins") is None:
+                extra["plugins"] = [
+                    AtomicCheckpointIO()
+                ]  # a kill during a save keeps the previous checkpoint
+            trainer = instantiate(
+                trainer_cfg,
+                logger=loggers or False,
+                callbacks=[*_callbacks(cfg), timer, DivergenceGuard(), RunCheckpoints(config)],
+                default_root_dir=str(out_dir),
+                **extra,
+            )
+            interrupts.trainer = trainer
+            for logger in trainer.loggers:
+                logger.log_hyperparams(redact(record["config"]))
+            datamodule, module = build(cfg)
+            # weights_only=True: a checkpoint holds tensors and plain values only; no code from it ever runs.
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+            if module.divergence is None:
+                trainer.test(module, datamodule=datamodule)
+                record["status"] = "completed"
+                # The metrics are of the weights at this step; the record names the file that holds them.
+                record["checkpoint"] = _scored_checkpoint(trainer, out_dir)
+            else:
+                record["status"] = "diverged"
+                record["reason"] = (
+                    f"non-finite training state at step {module.divergence['step']}: "
+                    f"{module.divergence.get('reason', '')}"
+                )
+                record["divergence"] = {**module.divergence, "checkpoint": _checkpoint_summary(last_ckpt)}
+                log.error(
+                    "run diverged: %s; last good checkpoint: %s",
+                    record["reason"],
+                    record["divergence"]["checkpoint"],
+                )
+        except (RunInterrupted, KeyboardInterrupt, SystemExit) as err:
+            # SIGTERMException (Lightning's stop on SIGTERM) is a SystemExit; other SystemExits are not ours.
+            if (
+                isinstance(err, SystemExit)
+                and not isinstance(err, SIGTERMException)
+                and not interrupts.signum
+            ):
+                raise
+            signum = interrupts.signum or (
+                signal.SIGTERM if isinstance(err, SIGTERMException) else signal.SIGINT
+            )
+            raise _interrupted(record, signum, module, trainer, timer, started, out_dir) from None
+        except Exception as err:  # recorded for the sweep tables, then re-raised so the job fails visibly
+            user_error = _resume_error(err, ckpt_path)
+            record["status"] = "failed"
+            record["reason"] = f"{type(user_error or err).__name__}: {user_error or err}"
+            record["traceback"] = traceback.format_exc()
+            _finalise(record, module, trainer, timer, started, out_dir)
+            if user_error is not None:
+                raise user_error from err
+            raise
+        return _finalise(record, module, trainer, timer, started, out_dir)
+
+
+def _interrupted(
+    record: dict[str, Any],
+    signum: int,
+    module: DetectionModule | None,
+    trainer: L.Trainer | None,
+    timer: IterationTimer,
+    started: float,
+    out_dir: Path,
+) -> RunInterrupted:
+    """Record a run stopped by a signal (status ``interrupted``); the exception that ends the process."""
+    name = signal.Signals(signum).name
+    step = int(trainer.global_step) if trainer is not None else 0
+    checkpoint = _checkpoint_summary(out_dir / "checkpoints" / "last.ckpt")
+    record["status"] = "interrupted"
+    record["reason"] = f"stopped by {name} at step {step}"
+    record["interrupted"] = {"signal": name, "step": step, "checkpoint": checkpoint}
+    _finalise(record, module, trainer, timer, started, out_dir)
+    if checkpoint is not None and "step" in checkpoint:
+        saved = f"{checkpoint['path']} holds step {checkpoint['step']}; the same command resumes from there"
+    else:
+        saved = "no checkpoint was saved yet; the same command starts over"
+    message = f"interrupted by {name} at step {step}: {saved}"
+    log.warning(message)
+    return RunInterrupted(signum, message)
+
+
+def _raised_in(err: BaseException, function: Any) -> bool:
+    """Whether ``err`` was raised inside ``function`` (its innermost traceback frame)."""
+    tb = err.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and tb.tb_frame.f_code is function.__code__
+
+
+def _resume_error(err: Exception, ckpt_path: str | None) -> Exception | None:
+    """A resume that cannot fit this config or data, as the user error it is (None for anything else).
+
+    The config comparison (:func:`_check_resume`) catches these first; this covers checkpoints that hold
+    no config and data that changed under the same config.
+    """
+    if ckpt_path is None:
+        return None
+    if isinstance(err, RuntimeError) and "Error(s) in loading state_dict" in str(err):
+        return CheckpointError(
+            f"{ckpt_path}: its weights do not fit this config's model ({_first_line(err)} ...): the run dir "
+            "holds a run of another model or loss. Start afresh with another hydra.run.dir, or retrain here "
+            "with resume=false skip_completed=false"
+        )
+    if isinstance(err, ValueError) and _raised_in(err, ResumableDataLoader.load_state_dict):
+        return DatasetError(
+            f"cannot resume from {ckpt_path}: {err}. Train on the data it was trained on, or start afresh "
+            "with another hydra.run.dir or resume=false skip_completed=false"
+        )
+    return None
+
+
+def _scored_checkpoint(trainer: L.Trainer, out_dir: Path) -> dict[str, Any] | None:
+    """``{"file", "step"}`` of the checkpoint holding the tested weights (file relative to the run dir)."""
+    callback = trainer.checkpoint_callback
+    path = Path(getattr(callback, "last_model_path", "") or out_dir / "checkpoints" / "last.ckpt")
+    summary = _checkpoint_summary(path)
+    if summary is None or "step" not in summary:
+        return None
+    if summary["step"] != trainer.global_step:
+        log.warning(
+            "%s holds step %d, the tested weights are of step %d", path, summary["step"], trainer.global_step
+        )
     try:
-        last_ckpt = out_dir / "checkpoints" / "last.ckpt"
-        ckpt_path = None
-        if cfg.resume and last_ckpt.is_file():
-            # Refuse a truncated or code-carrying checkpoint before anything heavy is built.
-            record["resumed_from_step"] = check_checkpoint(last_ckpt)
-            ckpt_path = str(last_ckpt)
-            log.info("resuming from %s (step %d)", ckpt_path, record["resumed_from_step"])
-        loggers, record["wandb"] = _loggers(cfg)
-        # Resolved first: masked_copy detaches the node, so ${...} pointing outside trainer would not resolve.
-        trainer_node = OmegaConf.create(OmegaConf.to_container(cfg.trainer, resolve=True))
-        trainer_cfg = OmegaConf.masked_copy(
-            trainer_node, [k for k in trainer_node if k not in NON_TRAINER_KEYS]
-        )
-        extra: dict[str, Any] = {}
-        if trainer_cfg.get("plugins") is None:
-            extra["plugins"] = [AtomicCheckpointIO()]  # a kill during a save keeps the previous checkpoint
-        trainer = instantiate(
-            trainer_cfg,
-            logger=loggers or False,
-            callbacks=[*_callbacks(cfg), timer, DivergenceGuard()],
-            default_root_dir=str(out_dir),
-            **extra,
-        )
-        for logger in trainer.loggers:
-            logger.log_hyperparams(redact(record["config"]))
-        datamodule, module = build(cfg)
-        # weights_only=True: a checkpoint holds tensors and plain values only; no code from it ever runs.
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-        if module.divergence is None:
-            trainer.test(module, datamodule=datamodule)
-            record["status"] = "completed"
-        else:
-            record["status"] = "diverged"
-            record["reason"] = (
-                f"non-finite training state at step {module.divergence['step']}: "
-                f"{module.divergence.get('reason', '')}"
-            )
-            record["divergence"] = {**module.divergence, "checkpoint": _checkpoint_summary(last_ckpt)}
-            log.error(
-                "run diverged: %s; last good checkpoint: %s",
-                record["reason"],
-                record["divergence"]["checkpoint"],
-            )
-    except Exception as err:  # recorded for the sweep tables, then re-raised so the job fails visibly
-        record["status"] = "failed"
-        record["reason"] = f"{type(err).__name__}: {err}"
-        record["traceback"] = traceback.format_exc()
-        _finalise(record, module, trainer, timer, started, out_dir)
-        raise
-    return _finalise(record, module, trainer, timer, started, out_dir)
+        file = str(path.resolve().relative_to(out_dir.resolve()))
+    except ValueError:  # a checkpoint dir outside the run dir
+        file = str(path)
+    return {"file": file, "step": summary["step"]}
 
 
 def _record_start_failure(out_dir: Path, record: dict[str, Any], started: float) -> None:
@@ -414,6 +601,8 @@ def _finalise(
     if "test_single_pass" in final:  # model.tta on: "metrics" are with TTA, these without
         record["metrics_single_pass"] = final["test_single_pass"]
     record["val_metrics"] = final.get("val", {})
+    if module is not None:  # val_history, per_class, detections_test (DetectionModule.record_fields)
+        record.update(module.record_fields())
     record["seconds_per_iteration"] = timer.seconds_per_iteration
     record["iterations"] = int(trainer.global_step) if trainer is not None else 0
     record["wall_seconds"] = round(time.time() - started, 1)
@@ -439,6 +628,10 @@ def hydra_main(cfg: DictConfig) -> float | None:
     try:
         with hydra_ddp_job():  # Lightning's DDP children replay this job only (docs/scaling.md)
             record = run(cfg)
+    except RunInterrupted as err:
+        # Recorded (status interrupted): 128 + the signal, so that a scheduler or make sees the stop.
+        print(f"ghmdet-train: {err.message}", file=sys.stderr, flush=True)
+        raise SystemExit(err.exit_status) from None
     except Exception as err:
         line = error_line(err) if _ONE_LINE_ERRORS else None
         # In a multirun the job fails and the sweep goes on; Hydra reports the failed job at the end.
@@ -458,6 +651,9 @@ def error_line(err: BaseException) -> str | None:
     """One line for an error a user can fix (config, data, checkpoint, output dir); None for anything else."""
     if isinstance(err, OutputDirError):
         return str(err.strerror)
+    parse_problem = override_parse_problem(err)
+    if parse_problem is not None:
+        return f"config error: {parse_problem}"
     if isinstance(err, HydraException):
         # Composition errors ("Could not find 'loss/cls/ghm'", then the options and the search path) and
         # instantiation errors ("Error in call to target ...", then the cause).
@@ -489,6 +685,17 @@ def error_line(err: BaseException) -> str | None:
     return " ".join(lines)
 
 
+def _unwritable_cause(err: BaseException) -> OSError | None:
+    """The OSError of an unwritable or full dir behind ``err`` (``logging.config`` wraps the one of a log
+    file handler in ``ValueError: Unable to configure handler``), or None."""
+    cause = err.__cause__ or err.__context__
+    while cause is not None:
+        if isinstance(cause, OSError) and cause.errno in UNWRITABLE_ERRNOS:
+            return cause
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
 def _print_error(line: str) -> None:
     # Secrets never reach the terminal either.
     print(f"ghmdet-train: error: {redact(line)}", file=sys.stderr, flush=True)
@@ -512,6 +719,8 @@ def main() -> None:
         hydra_main()
     except Exception as err:
         line = error_line(err)
+        if line is None and (unwritable := _unwritable_cause(err)) is not None:
+            line = error_line(unwritable)  # e.g. Hydra's log file handler in a read-only run dir
         if line is None:
             raise
         _print_error(line)

@@ -85,7 +85,16 @@ def test_garbage_image_error_names_file(coco_set: Callable[..., tuple[Path, Path
 def test_image_size_must_match_annotation(coco_set: Callable[..., tuple[Path, Path]]) -> None:
     image_dir, ann_file = coco_set()
     Image.new("RGB", (41, 30)).save(image_dir / "a.png")
+    with pytest.raises(DatasetError, match=r"a\.png: image id=10 is 41x30 but .* says 40x30"):
+        CocoDetectionDataset(image_dir, ann_file)  # the header check at construction reads the size
+
+
+def test_image_replaced_after_construction_is_checked_again_when_read(
+    coco_set: Callable[..., tuple[Path, Path]],
+) -> None:
+    image_dir, ann_file = coco_set()
     dataset = CocoDetectionDataset(image_dir, ann_file)
+    Image.new("RGB", (41, 30)).save(image_dir / "a.png")
     with pytest.raises(DatasetError, match=r"a\.png: image id=10 is 41x30 but .* says 40x30"):
         dataset[0]
 

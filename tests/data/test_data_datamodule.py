@@ -179,3 +179,67 @@ def test_hydra_can_instantiate_it(synthetic_root: Path, target: str) -> None:
     module = instantiate(config)
     assert isinstance(module, DetectionDataModule) and module.num_classes == 2
     assert module.hparams["batch_size"] == 2
+
+
+def _write_val_variant(root: Path, name: str, edit: Any) -> str:
+    """A copy of the val annotation file changed by ``edit(document)``; returns its path relative to root."""
+    document = json.loads((root / SPLIT_PATHS["val_annotations"]).read_text())
+    edit(document)
+    (root / "annotations" / name).write_text(json.dumps(document))
+    return f"annotations/{name}"
+
+
+def _drop_annotations(document: dict[str, Any]) -> None:
+    document["annotations"] = []
+
+
+def _crowds_only(document: dict[str, Any]) -> None:
+    for annotation in document["annotations"]:
+        annotation["iscrowd"] = 1
+
+
+@pytest.mark.parametrize("edit", [_drop_annotations, _crowds_only], ids=["no-annotations", "crowds-only"])
+def test_a_held_out_split_with_nothing_to_evaluate_is_refused_before_training(
+    synthetic_root: Path, edit: Any
+) -> None:
+    relative = _write_val_variant(synthetic_root, "instances_val_empty.json", edit)
+    module = datamodule(synthetic_root, val_annotations=relative)
+    with pytest.raises(DatasetError) as error:
+        module.setup("fit")
+    message = str(error.value)
+    assert message.startswith(
+        f"{synthetic_root / relative}: the val split has no non-crowd box in its 3 images"
+    )
+    assert "-1 for every metric" in message and "\n" not in message
+
+
+def test_a_limit_that_keeps_no_annotated_image_is_refused(synthetic_root: Path) -> None:
+    with pytest.raises(DatasetError, match=r"the val split has no non-crowd box .*data\.limit_val=0 keeps 0"):
+        datamodule(synthetic_root, limit_val=0).setup("validate")
+
+
+def test_an_empty_test_split_is_refused_at_fit_not_after_training(synthetic_root: Path) -> None:
+    relative = _write_val_variant(synthetic_root, "instances_test.json", _drop_annotations)
+    module = datamodule(synthetic_root, test_images="images/val", test_annotations=relative)
+    with pytest.raises(DatasetError, match=r"instances_test\.json: the test split has no non-crowd box"):
+        module.setup("fit")
+
+
+def test_an_unreadable_test_image_is_found_at_fit(synthetic_root: Path) -> None:
+    test_images = synthetic_root / "images" / "test"
+    test_images.mkdir()
+    for path in (synthetic_root / "images" / "val").iterdir():
+        (test_images / path.name).write_bytes(path.read_bytes())
+    victim = sorted(test_images.iterdir())[-1]
+    victim.write_bytes(b"not an image")
+    module = datamodule(
+        synthetic_root, test_images="images/test", test_annotations=SPLIT_PATHS["val_annotations"]
+    )
+    with pytest.raises(DatasetError, match=rf"{victim}: cannot read image id=\d+"):
+        module.setup("fit")
+
+
+def test_test_split_defaults_to_the_validated_val_dataset(synthetic_root: Path) -> None:
+    module = datamodule(synthetic_root)
+    module.setup("fit")
+    assert module.test_dataset is module.val_dataset  # the same files and limit: loaded and checked once

@@ -7,7 +7,10 @@ must survive.
 
 from __future__ import annotations
 
+import builtins
+import errno
 import math
+import os
 from typing import Any
 
 import lightning as L
@@ -74,3 +77,95 @@ class ScaleLoss(L.Callback):
             return out
 
         model.forward = forward  # type: ignore[method-assign]
+
+
+class _FullDiskFile:
+    """A binary file that takes ``room`` bytes, then fails every write with ENOSPC (a disk filling up)."""
+
+    def __init__(self, handle: Any, room: int) -> None:
+        self._handle, self._room = handle, room
+
+    def write(self, data: Any) -> int:
+        size = len(memoryview(data).cast("B"))
+        if size > self._room:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self._room -= size
+        return self._handle.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._handle, name)
+
+    def __enter__(self) -> _FullDiskFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._handle.close()
+
+
+def full_disk_open(room: int = 4096) -> Any:
+    """An ``open`` whose binary files for writing fill up after ``room`` bytes."""
+
+    def fake_open(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        handle = builtins.open(file, mode, *args, **kwargs)  # noqa: SIM115 (the caller closes it)
+        return _FullDiskFile(handle, room) if "w" in mode and "b" in mode else handle
+
+    return fake_open
+
+
+class FullDisk(L.Callback):
+    """From global step ``step`` on, the checkpoint writes of :mod:`ghmdet.reliability` hit a full disk.
+
+    Simulates a disk that fills up mid-run (the run's other files, metrics.json among them, still write).
+    """
+
+    def __init__(self, step: int, room: int = 4096) -> None:
+        self.step, self.room = step, room
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if trainer.global_step == self.step:
+            import ghmdet.reliability
+
+            ghmdet.reliability.open = full_disk_open(self.room)  # type: ignore[attr-defined]
+
+
+class SendSignal(L.Callback):
+    """Before the batch of global step ``step``: the process sends itself ``signum`` (SIGTERM by default).
+
+    A scheduler's SIGTERM or a Ctrl+C landing at a known step, mid-interval of the checkpoints.
+    """
+
+    def __init__(self, step: int, signum: int = 15) -> None:
+        self.step, self.signum = step, signum
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), self.signum)
+
+
+class FillDisk(L.Callback):
+    """Before the batch of global step ``step``: fill the run dir's file system (a file beside the run dir).
+
+    With the run dir on a small file system of its own (a tmpfs), the next write of the run hits a real
+    "No space left on device".
+    """
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if trainer.global_step != self.step:
+            return
+        filler = os.path.join(os.path.dirname(trainer.default_root_dir), "filler")
+        with builtins.open(filler, "wb", buffering=0) as handle:
+            for size in (2**20, 2**12, 1):
+                try:
+                    while handle.write(b"\0" * size):
+                        pass
+                except OSError:
+                    continue

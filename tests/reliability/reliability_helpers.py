@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -45,3 +48,36 @@ def train_command(run_dir: Path, data_dir: Path, *overrides: str) -> list[str]:
 def read_record(run_dir: Path) -> dict[str, Any]:
     """The run's metrics.json."""
     return json.loads((run_dir / "metrics.json").read_text())
+
+
+def run_and_signal_after_next_checkpoint(
+    command: list[str], checkpoint: Path, signum: int, timeout: float = 240
+) -> tuple[int, str]:
+    """Start ``command``; send it ``signum`` as soon as ``checkpoint`` is (re)written; wait for it to end.
+
+    Returns its exit status (``-signum`` when the signal killed it) and its stderr. Raises when the run
+    ends on its own before the checkpoint changes.
+    """
+    before = checkpoint.stat().st_mtime_ns if checkpoint.exists() else None
+    with tempfile.TemporaryFile("w+") as stderr:
+        process = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=stderr, env=cli_env(), text=True
+        )
+        deadline = time.monotonic() + timeout
+        sent = False
+        try:
+            while process.poll() is None and time.monotonic() < deadline:
+                if checkpoint.exists() and checkpoint.stat().st_mtime_ns != before:
+                    os.kill(process.pid, signum)
+                    sent = True
+                    break
+                time.sleep(0.005)
+            process.wait(timeout=max(deadline - time.monotonic(), 1))
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        stderr.seek(0)
+        text = stderr.read()
+    assert sent, f"the run ended on its own (status {process.returncode}): {text[-3000:]}"
+    return process.returncode, text

@@ -86,3 +86,29 @@ def test_an_interrupted_save_keeps_the_previous_checkpoint(
     monkeypatch.setattr(torch, "save", real_save)
     assert check_checkpoint(path) == 10
     assert sorted(p.name for p in path.parent.iterdir()) == ["last.ckpt"]  # no temporary file left
+
+
+@pytest.mark.slow
+def test_the_final_weights_are_saved_and_the_record_names_them(
+    tmp_path: Path, train: Callable[..., Any]
+) -> None:
+    from ghmdet.analysis import checkpoint_path, load_run
+
+    run_dir = tmp_path / "run"
+    last = run_dir / "checkpoints" / "last.ckpt"
+    # The tiny preset saves every 2 steps: 5 is not a multiple, the final save is the run's own.
+    proc = train(run_dir, "trainer.max_steps=5")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = read_record(run_dir)
+    assert record["iterations"] == 5
+    assert record["checkpoint"] == {"file": "checkpoints/last.ckpt", "step": 5}
+    assert check_checkpoint(last) == 5
+    # The analysis loads the checkpoint the metrics belong to.
+    assert checkpoint_path(run_dir) == last
+    assert load_run(run_dir).global_step == 5
+
+    # Training afresh into the dir overwrites last.ckpt: no last-v1.ckpt beside it (which no resume reads).
+    proc = train(run_dir, "trainer.max_steps=3", "resume=false", "skip_completed=false")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(p.name for p in last.parent.iterdir()) == ["last.ckpt"]
+    assert check_checkpoint(last) == 3 and read_record(run_dir)["checkpoint"]["step"] == 3

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from reliability_helpers import read_record
 
 pytestmark = pytest.mark.slow
@@ -65,3 +66,21 @@ def test_annotation_missing_a_field(tmp_path: Path, own_data: Path, train: Calla
     proc = train(tmp_path / "run", f"paths.data_dir={own_data}", timeout=180)
     line = one_error_line(proc)
     assert str(ann_file) in line and "annotations[1] (id=" in line and "'bbox' is missing" in line
+
+
+def test_changed_training_data_on_resume(tmp_path: Path, own_data: Path, train: Callable[..., Any]) -> None:
+    run_dir = tmp_path / "run"
+    stop = "+callbacks.fault={_target_:reliability_faults.SendSignal,step:3}"  # SIGTERM: saved at step 4
+    args = (f"paths.data_dir={own_data}", "trainer.max_steps=8", "data.batch_size=1", stop)
+    proc = train(run_dir, *args, timeout=180)
+    assert proc.returncode == 143, proc.stderr[-3000:]
+    ann_file = own_data / "synthetic" / "annotations" / "instances_train.json"
+    document = json.loads(ann_file.read_text())
+    dropped = document["images"].pop()["id"]
+    document["annotations"] = [a for a in document["annotations"] if a["image_id"] != dropped]
+    ann_file.write_text(json.dumps(document))
+    line = one_error_line(train(run_dir, *args, timeout=180))
+    assert f"cannot resume from {run_dir / 'checkpoints' / 'last.ckpt'}" in line
+    assert "the training data changed" in line
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert checkpoint["global_step"] == 4  # the checkpoint is left as it was

@@ -1,18 +1,23 @@
-"""An unwritable output dir or a full disk: a clear one-line error at start-up, earlier results untouched."""
+"""An unwritable output dir or a full disk: a clear one-line error at start-up or mid-run (exit status 2),
+earlier results and checkpoints untouched."""
 
 from __future__ import annotations
 
 import errno
 import json
 import os
-from collections.abc import Callable
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
+from reliability_faults import full_disk_open
 
-from ghmdet.reliability import OutputDirError, check_output_dir
+from ghmdet import reliability
+from ghmdet.reliability import AtomicCheckpointIO, OutputDirError, check_checkpoint, check_output_dir
 from ghmdet.train import CONFIG_DIR, run
 
 EARLIER = {"status": "completed", "metrics": {"AP": 0.25}, "note": "an earlier result"}
@@ -108,3 +113,80 @@ def test_cli_free_space_floor_keeps_the_earlier_result(tmp_path: Path, train: Ca
     assert len(lines) == 1 and "min_free_disk_mb" in lines[0] and str(run_dir) in lines[0], proc.stderr
     assert (run_dir / "metrics.json").read_bytes() == before
     assert files(run_dir) == {"metrics.json"}
+
+
+def test_a_disk_filling_up_during_a_checkpoint_save_names_the_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    io = AtomicCheckpointIO()
+    io.save_checkpoint({"state_dict": {"w": torch.zeros(2)}, "global_step": 10}, path)
+    # torch's zip writer turns the failed write into "RuntimeError: [enforce fail at inline_container.cc]"
+    monkeypatch.setattr(reliability, "open", full_disk_open(room=100), raising=False)
+    with pytest.raises(OSError) as error:
+        io.save_checkpoint({"state_dict": {"w": torch.ones(10_000)}, "global_step": 20}, path)
+    assert error.value.errno == errno.ENOSPC and error.value.filename == str(path)
+    monkeypatch.undo()
+    assert check_checkpoint(path) == 10
+    assert sorted(p.name for p in path.parent.iterdir()) == ["last.ckpt"]
+
+
+def one_line(proc: Any) -> str:
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1].startswith("ghmdet-train: error: ") and "Traceback" not in proc.stderr, proc.stderr[
+        -3000:
+    ]
+    return lines[-1]
+
+
+@pytest.mark.slow
+def test_cli_a_disk_filling_up_mid_run_is_one_line_and_keeps_the_checkpoint(
+    tmp_path: Path, train: Callable[..., Any]
+) -> None:
+    run_dir = tmp_path / "run"
+    full = "+callbacks.fault={_target_:reliability_faults.FullDisk,step:5}"
+    line = one_line(train(run_dir, "trainer.max_steps=12", full))
+    assert f"cannot write results: No space left on device: {run_dir / 'checkpoints' / 'last.ckpt'}" in line
+    assert check_checkpoint(run_dir / "checkpoints" / "last.ckpt") == 4  # the one before the full disk
+    record = json.loads((run_dir / "metrics.json").read_text())
+    assert record["status"] == "failed" and "No space left on device" in record["reason"]
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Path]:
+    """A 160 MiB tmpfs of its own: room for two tiny-preset checkpoints (36 MB each) and a bit. Root only:
+    skipped where it cannot be mounted."""
+    mount_point = tmp_path / "fs"
+    mount_point.mkdir()
+    made = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=160m", "tmpfs", str(mount_point)], capture_output=True, text=True
+    )
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+@pytest.mark.slow
+def test_cli_a_real_full_disk_mid_run(small_fs: Path, train: Callable[..., Any]) -> None:
+    run_dir = small_fs / "run"
+    fill = "+callbacks.fault={_target_:reliability_faults.FillDisk,step:5}"
+    line = one_line(train(run_dir, "trainer.max_steps=12", "min_free_disk_mb=1", fill))
+    assert "cannot write results: No space left on device: " in line and str(run_dir) in line
+    assert check_checkpoint(run_dir / "checkpoints" / "last.ckpt") == 4
+
+
+@pytest.mark.slow
+def test_cli_an_existing_read_only_run_dir(small_fs: Path, train: Callable[..., Any]) -> None:
+    run_dir = small_fs / "run"
+    proc = train(run_dir, "trainer.max_steps=2", "min_free_disk_mb=1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    before = (run_dir / "metrics.json").read_bytes()
+    subprocess.run(["mount", "-o", "remount,ro", str(small_fs)], check=True)
+    # Hydra's log file handler fails first (logging wraps its OSError in "Unable to configure handler")
+    line = one_line(train(run_dir, "trainer.max_steps=2", "skip_completed=false", "min_free_disk_mb=1"))
+    assert "cannot write results: Read-only file system: " in line and str(run_dir) in line
+    assert (run_dir / "metrics.json").read_bytes() == before

@@ -5,22 +5,21 @@ The run is the tiny preset with batch 1 (4 steps per epoch), multi-scale trainin
 from torch's global RNG every step, so a lost RNG state would show) and a checkpoint every 10 steps:
 the first kill lands after the step-10 checkpoint (mid-epoch: 2 of 4 batches of epoch 2 done), the second
 after the step-20 one (the last batch of epoch 4, before its validation). The final checkpoint (step 30) of
-both runs is compared tensor by tensor.
+both runs is compared tensor by tensor. A run stopped by SIGTERM (a scheduler's preemption) saves its own
+checkpoint at the step it stopped and resumes to the same final state too.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from reliability_helpers import cli_env, read_record, train_command
+from reliability_helpers import cli_env, read_record, run_and_signal_after_next_checkpoint, train_command
 
 from ghmdet.reliability import RNG_STATES_KEY
 
@@ -62,30 +61,48 @@ def load(path: Path) -> dict[str, Any]:
 
 def run_and_kill_after_next_checkpoint(command: list[str], checkpoint: Path) -> int:
     """Start ``command``; SIGKILL it as soon as ``checkpoint`` is (re)written; return the saved step."""
-    before = checkpoint.stat().st_mtime_ns if checkpoint.exists() else None
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=cli_env())
-    deadline = time.monotonic() + 240
-    try:
-        while process.poll() is None and time.monotonic() < deadline:
-            if checkpoint.exists() and checkpoint.stat().st_mtime_ns != before:
-                os.kill(process.pid, signal.SIGKILL)
-                break
-            time.sleep(0.005)
-    finally:
-        if process.poll() is None and time.monotonic() >= deadline:
-            process.kill()
-    process.wait()
-    assert process.returncode == -signal.SIGKILL, f"the run ended on its own (status {process.returncode})"
+    status, _ = run_and_signal_after_next_checkpoint(command, checkpoint, signal.SIGKILL)
+    assert status == -signal.SIGKILL, f"the run ended on its own (status {status})"
     return int(load(checkpoint)["global_step"])
 
 
-def test_sigkilled_run_resumes_to_the_same_final_state(tmp_path: Path, data_dir: Path) -> None:
-    reference, killed = tmp_path / "uninterrupted", tmp_path / "killed"
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
+    """The uninterrupted run."""
+    run_dir = tmp_path_factory.mktemp("resume") / "uninterrupted"
     done = subprocess.run(
-        train_command(reference, data_dir, *RESUME_RUN), capture_output=True, text=True, env=cli_env()
+        train_command(run_dir, data_dir, *RESUME_RUN), capture_output=True, text=True, env=cli_env()
     )
     assert done.returncode == 0, done.stderr[-3000:]
+    return run_dir
 
+
+def assert_same_final_state(reference: Path, resumed: Path) -> dict[str, Any]:
+    """Equal final records (metrics, steps) and final checkpoints (weights, optimizer, ..., loader)."""
+    expected, got = read_record(reference), read_record(resumed)
+    assert got["status"] == expected["status"] == "completed"
+    assert got["iterations"] == expected["iterations"] == MAX_STEPS
+    assert got["metrics"] == expected["metrics"]
+    assert got["val_metrics"] == expected["val_metrics"]
+    assert expected["metrics"]["AR100"] > 0  # the comparison is not between two all-zero results
+
+    final_expected = load(reference / "checkpoints" / "last.ckpt")
+    final_got = load(resumed / "checkpoints" / "last.ckpt")
+    assert final_got["global_step"] == final_expected["global_step"] == MAX_STEPS
+    for key in ("state_dict", "optimizer_states", "lr_schedulers", RNG_STATES_KEY):
+        assert_same(final_expected[key], final_got[key], key)
+    assert_same(
+        final_expected["loops"]["fit_loop"]["state_dict"]["combined_loader"],
+        final_got["loops"]["fit_loop"]["state_dict"]["combined_loader"],
+        "train loader position",
+    )
+    return final_got
+
+
+def test_sigkilled_run_resumes_to_the_same_final_state(
+    tmp_path: Path, data_dir: Path, reference: Path
+) -> None:
+    killed = tmp_path / "killed"
     checkpoint = killed / "checkpoints" / "last.ckpt"
     resumed_from = []
     for _ in range(2):
@@ -104,24 +121,36 @@ def test_sigkilled_run_resumes_to_the_same_final_state(tmp_path: Path, data_dir:
         train_command(killed, data_dir, *RESUME_RUN), capture_output=True, text=True, env=cli_env()
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    expected, got = read_record(reference), read_record(killed)
-    assert got["status"] == expected["status"] == "completed"
+    got = read_record(killed)
     assert got["resumed_from_step"] == 2 * EVERY
-    assert got["iterations"] == expected["iterations"] == MAX_STEPS
-    assert got["metrics"] == expected["metrics"]
-    assert got["val_metrics"] == expected["val_metrics"]
-    assert expected["metrics"]["AR100"] > 0  # the comparison is not between two all-zero results
-
-    final_expected, final_got = load(reference / "checkpoints" / "last.ckpt"), load(checkpoint)
-    assert final_got["global_step"] == final_expected["global_step"] == MAX_STEPS
-    for key in ("state_dict", "optimizer_states", "lr_schedulers", RNG_STATES_KEY):
-        assert_same(final_expected[key], final_got[key], key)
-    assert_same(
-        final_expected["loops"]["fit_loop"]["state_dict"]["combined_loader"],
-        final_got["loops"]["fit_loop"]["state_dict"]["combined_loader"],
-        "train loader position",
-    )
+    final_got = assert_same_final_state(reference, killed)
     print(
         f"resume: killed after steps {resumed_from}; equal final metrics {got['metrics']}; "
         f"{len(final_got['state_dict'])} weight/buffer tensors, optimizer, scheduler, RNG states equal"
     )
+
+
+def test_sigterm_saves_records_and_resumes_to_the_same_final_state(
+    tmp_path: Path, data_dir: Path, reference: Path
+) -> None:
+    stopped = tmp_path / "stopped"
+    # SIGTERM during step 14 (3 steps after the step-10 checkpoint, mid-epoch): Lightning stops at the end
+    # of that step and the run saves it itself. The rerun is the same command (the fault does not fire again).
+    command = train_command(
+        stopped, data_dir, *RESUME_RUN, "+callbacks.fault={_target_:reliability_faults.SendSignal,step:13}"
+    )
+    done = subprocess.run(command, capture_output=True, text=True, env=cli_env())
+    assert done.returncode == 128 + signal.SIGTERM, done.stderr[-3000:]
+    record = read_record(stopped)
+    assert record["status"] == "interrupted", record.get("reason")
+    assert record["interrupted"]["signal"] == "SIGTERM" and record["interrupted"]["step"] == 14
+    assert record["interrupted"]["checkpoint"]["step"] == 14
+    assert load(stopped / "checkpoints" / "last.ckpt")["global_step"] == 14
+    line = done.stderr.strip().splitlines()[-1]
+    assert line.startswith("ghmdet-train: interrupted by SIGTERM at step 14: ") and "resumes" in line
+
+    done = subprocess.run(command, capture_output=True, text=True, env=cli_env())
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert read_record(stopped)["resumed_from_step"] == 14
+    assert_same_final_state(reference, stopped)
+    print("resume: stopped by SIGTERM at step 14 (saved there); equal final state")

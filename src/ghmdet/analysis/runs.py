@@ -2,7 +2,8 @@
 
 A run dir written by ``ghmdet-train`` holds ``checkpoints/last.ckpt`` and ``metrics.json``, whose ``config``
 is the resolved config of the run: that is what rebuilds the model and its data here, with
-:func:`ghmdet.train.build`, the entry point's own builder.
+:func:`ghmdet.train.build`, the entry point's own builder. ``metrics.json`` also names the checkpoint its
+metrics belong to (``checkpoint``: file and step); a run dir is loaded from that one.
 
 ``ghmdet.train`` is imported when first needed, not with this module: the training entry point instantiates
 :class:`~ghmdet.analysis.GradientNormLogger` from this package and would otherwise load itself twice.
@@ -56,9 +57,17 @@ class LoadedRun:
 
 
 def checkpoint_path(path: str | os.PathLike[str]) -> Path:
-    """``path`` itself if it is a file, else ``<path>/checkpoints/last.ckpt`` (a run dir)."""
+    """``path`` itself if it is a file; for a run dir, the checkpoint its ``metrics.json`` scored
+    (``checkpoint.file``), else ``<path>/checkpoints/last.ckpt``."""
+    from ghmdet.train import read_metrics
+
     path = Path(path)
-    return path if path.is_file() else path / CHECKPOINT
+    if path.is_file():
+        return path
+    scored = (read_metrics(path) or {}).get("checkpoint")
+    if isinstance(scored, dict) and scored.get("file"):
+        return path / scored["file"]
+    return path / CHECKPOINT
 
 
 def load_run(
@@ -67,8 +76,9 @@ def load_run(
     """Rebuild the model and data module of a ``ghmdet-train`` run and load its checkpoint.
 
     Args:
-        checkpoint: ``<run dir>/checkpoints/last.ckpt`` or the run dir; the config is read from
-            ``<run dir>/metrics.json``.
+        checkpoint: ``<run dir>/checkpoints/last.ckpt`` or the run dir (then the checkpoint that
+            ``metrics.json`` names); the config is read from ``<run dir>/metrics.json``. A checkpoint of
+            another step than the one the record's metrics are of is refused.
         overrides: dotlist changes of that config, e.g. ``["data.root=/elsewhere/treecrowns"]`` for a run
             trained on another machine.
         device: where to put the model.
@@ -88,9 +98,17 @@ def load_run(
     config = OmegaConf.merge(OmegaConf.create(record["config"]), OmegaConf.from_dotlist(list(overrides)))
     datamodule, module = build(config)
     state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    scored = record.get("checkpoint")
+    step = int(state.get("global_step", 0))
+    is_scored = isinstance(scored, dict) and ckpt.resolve() == (run_dir / str(scored.get("file"))).resolve()
+    if is_scored and step != scored.get("step"):
+        raise ValueError(
+            f"{ckpt} holds step {step}, but the metrics in {run_dir / 'metrics.json'} are of step "
+            f"{scored.get('step')}: the checkpoint was overwritten after the run was scored"
+        )
     module.load_state_dict(state["state_dict"])
     module.to(device)
-    return LoadedRun(module, datamodule, config, ckpt, int(state.get("global_step", 0)))
+    return LoadedRun(module, datamodule, config, ckpt, step)
 
 
 def analysis_loader(
@@ -113,6 +131,21 @@ def analysis_loader(
         shuffle=False,
         collate_fn=collate_detection,
     )
+
+
+#: Hydra overrides that put a self-trained run on one of the embedded benchmarks
+BENCHMARK_OVERRIDES: dict[str, tuple[str, ...]] = {
+    "treecrowns": (),
+    "digits": ("experiment=ablation_digits",),
+}
+
+
+def benchmark_run_overrides(benchmark: str) -> list[str]:
+    """The overrides of a self-trained run on ``benchmark`` (``treecrowns``: make train's data and recipe;
+    ``digits``: the ablation benchmark with its preset's recipe)."""
+    if benchmark not in BENCHMARK_OVERRIDES:
+        raise ValueError(f"benchmark must be one of {sorted(BENCHMARK_OVERRIDES)}, got {benchmark!r}")
+    return list(BENCHMARK_OVERRIDES[benchmark])
 
 
 def short_run_overrides(losses: str, steps: int, wandb: bool) -> list[str]:
@@ -140,7 +173,8 @@ def train_run(
     wandb_mode: str = "offline",
     retrain: bool = False,
 ) -> Path:
-    """Train (or find already trained) one ``ghmdet-train`` run in ``run_dir``; returns its checkpoint.
+    """Train (or find already trained) one ``ghmdet-train`` run in ``run_dir``; returns the checkpoint its
+    metrics belong to.
 
     Runs the entry point in a subprocess (a clean Hydra/Lightning/W&B state), so a completed run in
     ``run_dir`` is reused unless ``retrain``. Output goes to ``<run_dir>/stdout.log``; a failure raises with
@@ -166,4 +200,4 @@ def train_run(
             f"training failed (exit {proc.returncode}, status {record.get('status')!r}): "
             f"{' '.join(command)}\n--- {log_path} (tail) ---\n{tail}"
         )
-    return run_dir / CHECKPOINT
+    return checkpoint_path(run_dir)

@@ -3,8 +3,7 @@
 ``CocoDetectionDataset`` returns ``(image, target)``:
 
 - ``image``: float32 ``[3, H, W]`` in ``[0, 1]``, RGB, native resolution (resizing and normalisation belong
-  to the model's own transform). Pixels are read as stored; EXIF orientation is not applied (COCO boxes
-  refer to the stored pixels).
+  to the model's own transform), decoded by the rules of :func:`decode_rgb` (below).
 - ``target``: ``boxes`` float32 ``[K, 4]`` xyxy absolute pixels; ``labels`` int64 ``[K]`` contiguous
   ``0..C-1`` (the position of the COCO category id in the sorted id list, ``dataset.category_ids``);
   ``image_id`` int64 scalar (the COCO id); ``iscrowd`` int64 ``[K]``; ``area`` float32 ``[K]``.
@@ -12,6 +11,29 @@
 Images without annotations are kept (they train with all anchors negative); their ``boxes`` is ``[0, 4]``.
 Crowd boxes are kept with ``iscrowd=1``: the model ignores them in matching, the COCO metric uses them.
 Validation rules and the ``box_policy`` are described in :mod:`ghmdet.data.annotations`.
+
+Images (every mode Pillow opens is either served with its content or refused with one line naming the file
+and its mode):
+
+- EXIF orientation is applied (``ImageOps.exif_transpose``), as detectron2's ``read_image`` and OpenCV's
+  ``imread`` (mmdetection) do: the image is served as a viewer displays it, and COCO's ``width``/``height``
+  and boxes describe that displayed image. The displayed size must equal the record's size; a file whose
+  record matches only its stored (unturned) pixels is refused: its boxes would land turned by 90 degrees.
+- 8-bit modes ``1``, ``L``, ``P``, ``LA``, ``PA``, ``RGB``, ``RGBA``, ``RGBX``, ``CMYK``, ``YCbCr`` go through
+  ``Image.convert("RGB")``: grayscale is replicated, a palette is looked up, CMYK is
+  ``R = (255 - C)(255 - K) / 255`` (no colour profile), YCbCr is the JPEG (BT.601 full-range) transform.
+  Alpha is dropped, not composited: the colour values are served as stored, as torchvision's
+  ``decode_image(mode=RGB)`` and detectron2 serve them.
+- Unsigned 16-bit grayscale (``I;16``, ``I;16L``, ``I;16B``, ``I;16N``, and the ``I`` mode older Pillow
+  opens a 16-bit PNG in): a value ``v`` of ``0..65535`` means the fraction ``v / 65535`` of full scale
+  (PNG and TIFF store the full range whatever the sensor's bit count). It is served as its high byte
+  ``v >> 8``, replicated to RGB. Pillow itself decodes 16-bit RGB(A) and gray+alpha files to their high
+  bytes, so every 16-bit file is served by one rule (torchvision's ``to_dtype(uint16 -> uint8, scale=True)``
+  is the same shift).
+- Refused: 32-bit integer ``I`` and float ``F`` pixels (and signed 16-bit), whose range no file records, and
+  modes without a defined RGB conversion (``LAB``, ``HSV``, ...). The check reads only file headers and runs
+  at construction for every image served, so a refused mode, a size that does not match the annotation or
+  an unreadable header fails before training starts.
 
 Resumable, reproducible training order (``docs/reliability.md``): the train loader is a
 :class:`ResumableDataLoader` over a :class:`ResumableRandomSampler`. The shuffling order of epoch ``e`` is a
@@ -35,7 +57,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ghmdet.data.annotations import (
@@ -85,6 +107,107 @@ def private_torch_rng(seed: int) -> Iterator[None]:
         generator.set_state(saved)
 
 
+# ----------------------------------------------------------------------------------------- images
+
+#: Pillow modes served through ``Image.convert("RGB")`` (8-bit data with a fixed RGB meaning).
+RGB_CONVERTIBLE_MODES = frozenset({"1", "L", "P", "LA", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr"})
+#: unsigned 16-bit grayscale modes (and raw modes), served as their high byte
+SIXTEEN_BIT_GRAY_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
+_EXIF_ORIENTATION = 0x0112
+_ORIENTATIONS_SWAPPING_AXES = frozenset({5, 6, 7, 8})  # transpose, 90 and 270 degree turns
+
+
+def _is_16_bit_gray(image: Image.Image) -> bool:
+    """Whether an opened, not yet decoded image holds unsigned 16-bit grayscale pixels."""
+    if image.mode in SIXTEEN_BIT_GRAY_MODES:
+        return True
+    if image.mode != "I" or not image.tile:
+        return False
+    # Older Pillow opens a 16-bit grayscale PNG as 32-bit "I", decoded from a 16-bit raw mode.
+    rawmodes = [tile[3][0] if isinstance(tile[3], tuple) else tile[3] for tile in image.tile]
+    return all(rawmode in SIXTEEN_BIT_GRAY_MODES for rawmode in rawmodes)
+
+
+def image_mode_problem(image: Image.Image) -> str | None:
+    """Why an opened (not yet decoded) image is refused, or None when its mode is served.
+
+    Args:
+        image: a file opened with ``Image.open`` (its pixels not loaded: the raw mode is read from it).
+
+    Returns:
+        ``"mode <mode> is refused: <why and what to do>"``, or None.
+    """
+    mode = image.mode
+    if mode in RGB_CONVERTIBLE_MODES or _is_16_bit_gray(image):
+        return None
+    if mode in ("I", "F") or mode.startswith(("I;", "F;")):
+        why = "32-bit integer, floating-point or signed pixels have no recorded range to map to 8 bits"
+    else:
+        why = "it has no defined conversion to RGB"
+    advice = "store the image as 8-bit RGB or grayscale, or as unsigned 16-bit grayscale"
+    return f"mode {mode} is refused: {why}; {advice}"
+
+
+def exif_orientation(image: Image.Image) -> int:
+    """The EXIF orientation (1-8; 1 without a tag) of an opened image, read without decoding its pixels.
+
+    A PNG's ``eXIf`` chunk after the pixel data is seen only once the image is decoded (asking Pillow for it
+    earlier decodes the whole file); :func:`decode_rgb` applies it then and the size check runs again.
+    """
+    if image.format == "PNG" and "exif" not in image.info:
+        return 1
+    value = image.getexif().get(_EXIF_ORIENTATION, 1)
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def displayed_size(stored_size: tuple[int, int], orientation: int) -> tuple[int, int]:
+    """``(width, height)`` of an image as displayed: EXIF orientations 5-8 turn it by 90 degrees."""
+    width, height = stored_size
+    return (height, width) if orientation in _ORIENTATIONS_SWAPPING_AXES else (width, height)
+
+
+def decode_rgb(image: Image.Image) -> tuple[np.ndarray, int]:
+    """Decode an opened image to ``[H, W, 3]`` uint8 RGB as displayed (the rules of the module docstring).
+
+    Args:
+        image: a file opened with ``Image.open`` whose mode passed :func:`image_mode_problem`; it is
+            decoded and turned in place.
+
+    Returns:
+        The pixels with the EXIF orientation applied, and that orientation (1: none).
+    """
+    sixteen_bit = _is_16_bit_gray(image)  # before load(): the raw mode is gone afterwards
+    image.load()  # decode now, so truncation surfaces here and not later in convert()
+    orientation = exif_orientation(image)  # after load(): a PNG's late eXIf chunk is known now
+    ImageOps.exif_transpose(image, in_place=True)
+    if sixteen_bit:
+        high_bytes = (np.asarray(image).astype(np.uint16) >> 8).astype(np.uint8)
+        return np.repeat(high_bytes[:, :, None], 3, axis=2), orientation
+    return np.array(image.convert("RGB"), dtype=np.uint8), orientation
+
+
+def _size_problem(
+    record: ImageRecord, ann_file: Path, stored_size: tuple[int, int], orientation: int
+) -> str | None:
+    """Why the image's displayed size does not fit its annotation record, or None."""
+    width, height = displayed_size(stored_size, orientation)
+    if (width, height) == (record.width, record.height):
+        return None
+    turned = orientation in _ORIENTATIONS_SWAPPING_AXES
+    displayed = f"{width}x{height}" + (
+        f" as displayed (EXIF orientation {orientation} turns its stored {stored_size[0]}x{stored_size[1]})"
+        if turned
+        else ""
+    )
+    problem = f"is {displayed} but {ann_file} says {record.width}x{record.height}"
+    if turned and stored_size == (record.width, record.height):
+        return (
+            f"{problem}: the annotation describes the stored pixels, not the image as displayed; remove the "
+            "EXIF orientation tag (or annotate the displayed image), or the boxes would land turned"
+        )
+    return f"{problem}; the boxes would not match"
+
+
 class CocoDetectionDataset(Dataset[tuple[torch.Tensor, Target]]):
     """Detection dataset over a COCO instances file, validated strictly at construction.
 
@@ -116,6 +239,8 @@ class CocoDetectionDataset(Dataset[tuple[torch.Tensor, Target]]):
         annotations: CocoAnnotations = load_coco_annotations(self.ann_file, box_policy=box_policy)
         check_image_files(annotations, self.image_dir)
         self.records: list[ImageRecord] = annotations.images if limit is None else annotations.images[:limit]
+        for record in self.records:
+            self._check_header(record)
         self.categories = annotations.categories
         self.category_ids: list[int] = annotations.category_ids
         self.category_names: list[str] = [category["name"] for category in annotations.categories]
@@ -141,23 +266,49 @@ class CocoDetectionDataset(Dataset[tuple[torch.Tensor, Target]]):
     def __len__(self) -> int:
         return len(self.records)
 
+    def _image_error(self, record: ImageRecord, exc: BaseException) -> DatasetError:
+        return DatasetError(
+            f"{self.image_dir / record.file_name}: cannot read image id={record.image_id} "
+            f"(listed in {self.ann_file}): {type(exc).__name__}: {' '.join(str(exc).split())}"
+        )
+
+    def _refuse(self, record: ImageRecord, problem: str | None) -> None:
+        if problem is not None:
+            raise DatasetError(f"{self.image_dir / record.file_name}: image id={record.image_id} {problem}")
+
+    def _check_header(self, record: ImageRecord) -> None:
+        """Refuse an image whose header shows a refused mode or a size that does not fit (pixels not read)."""
+        late_exif = False
+        try:
+            with Image.open(self.image_dir / record.file_name) as opened:
+                problem = image_mode_problem(opened)
+                if problem is not None:
+                    problem = f"(listed in {self.ann_file}): {problem}"
+                else:
+                    problem = _size_problem(record, self.ann_file, opened.size, exif_orientation(opened))
+                    late_exif = opened.format == "PNG" and "exif" not in opened.info
+        except _IMAGE_READ_ERRORS as exc:
+            raise self._image_error(record, exc) from exc
+        if problem is not None and late_exif:
+            self._read_image(record)  # its EXIF may follow the pixels: decode it for the verdict
+            return
+        self._refuse(record, problem)
+
     def _read_image(self, record: ImageRecord) -> torch.Tensor:
         path = self.image_dir / record.file_name
         try:
             with Image.open(path) as opened:
-                opened.load()  # decode now, so truncation surfaces here and not later in convert()
-                rgb = opened.convert("RGB")
+                problem = image_mode_problem(opened)
+                if problem is None:
+                    stored_size = opened.size
+                    pixels, orientation = decode_rgb(opened)
+                    problem = _size_problem(record, self.ann_file, stored_size, orientation)
+                else:
+                    problem = f"(listed in {self.ann_file}): {problem}"
         except _IMAGE_READ_ERRORS as exc:
-            raise DatasetError(
-                f"{path}: cannot read image id={record.image_id} (listed in {self.ann_file}): "
-                f"{type(exc).__name__}: {exc}"
-            ) from exc
-        if rgb.size != (record.width, record.height):
-            raise DatasetError(
-                f"{path}: image id={record.image_id} is {rgb.size[0]}x{rgb.size[1]} but {self.ann_file} says "
-                f"{record.width}x{record.height}; the boxes would not match"
-            )
-        return torch.from_numpy(np.array(rgb, dtype=np.uint8)).permute(2, 0, 1).contiguous()
+            raise self._image_error(record, exc) from exc
+        self._refuse(record, problem)
+        return torch.from_numpy(pixels).permute(2, 0, 1).contiguous()
 
     def load_image(self, index: int) -> torch.Tensor:
         """The uint8 ``[3, H, W]`` image at ``index`` (from the cache when enabled)."""
@@ -399,10 +550,20 @@ def _prepare_synthetic(root: Path) -> None:
     make_synthetic_coco(root)
 
 
+def _prepare_digits(root: Path) -> None:
+    from ghmdet.data.digits import DigitsError, build_digits
+
+    try:
+        build_digits(root)
+    except DigitsError as err:  # a missing or corrupt source package: one line naming it
+        raise DatasetError(str(err)) from err
+
+
 # Builders that ``DetectionDataModule(prepare=...)`` can run in ``prepare_data`` when the data is missing.
 PREPARERS: dict[str, Callable[[Path], None]] = {
     "treecrowns": _prepare_treecrowns,
     "synthetic": _prepare_synthetic,
+    "digits": _prepare_digits,
 }
 
 
@@ -413,8 +574,8 @@ class DetectionDataModule(L.LightningDataModule):
     ``limit_train`` / ``limit_val`` keep the first N images (``limit_val`` also applies to the test split).
     ``prepare`` names a builder run in ``prepare_data`` when the annotation files are missing
     (``"treecrowns"``: the embedded set; ``"synthetic"``: the tiny test set). ``seed`` fixes the shuffling
-    generator of the train loader. ``setup()`` validates every split it loads, so bad data fails before
-    training starts.
+    generator of the train loader. ``setup()`` validates every split it loads, and ``setup("fit")`` loads the
+    test split too, so bad data (in any split) fails before training starts.
     """
 
     def __init__(
@@ -532,14 +693,21 @@ class DetectionDataModule(L.LightningDataModule):
         )
 
     def setup(self, stage: str | None = None) -> None:
-        """Load and validate the splits ``stage`` needs (fit: train+val; validate: val; test: test)."""
+        """Load and validate the splits ``stage`` needs (fit: train, val and test; validate: val; test: test).
+
+        ``fit`` loads the test split too, so that an unreadable held-out image, a refused image mode or an
+        empty test split fails before training and not after it. A held-out split (val, test) with no
+        non-crowd box is refused: COCO evaluation of it gives -1 for every metric.
+        """
         self._check_root()
         if stage in (None, "fit") and self.train_dataset is None:
             self.train_dataset = self._dataset("train", train=True, limit=self.limit_train)
         if stage in (None, "fit", "validate") and self.val_dataset is None:
-            self.val_dataset = self._dataset("val", train=False, limit=self.limit_val)
-        if stage in (None, "test", "predict") and self.test_dataset is None:
-            self.test_dataset = self._dataset("test", train=False, limit=self.limit_val)
+            self.val_dataset = self._held_out("val")
+        if stage in (None, "fit", "test", "predict") and self.test_dataset is None:
+            same_as_val = self._splits()["test"] == self._splits()["val"] and self.val_dataset is not None
+            # The same files with the same limit: one validated dataset serves both.
+            self.test_dataset = self.val_dataset if same_as_val else self._held_out("test")
         loaded = [(n, d) for n, d in self._named_datasets() if d is not None]
         reference_name, reference = loaded[0]
         for name, dataset in loaded[1:]:
@@ -554,6 +722,20 @@ class DetectionDataModule(L.LightningDataModule):
                 f"num_classes read before setup ({self._num_classes_read}) differs from the validated "
                 f"{reference.num_classes} of {reference.ann_file}"
             )
+
+    def _held_out(self, split: str) -> CocoDetectionDataset:
+        """A val or test dataset, refused when there is nothing to evaluate on."""
+        dataset = self._dataset(split, train=False, limit=self.limit_val)
+        if not any(int((record.iscrowd == 0).sum()) for record in dataset.records):
+            limit = (
+                "" if self.limit_val is None else f" (data.limit_val={self.limit_val} keeps {len(dataset)})"
+            )
+            raise DatasetError(
+                f"{dataset.ann_file}: the {split} split has no non-crowd box in its {len(dataset)} images"
+                f"{limit}: COCO evaluation would score -1 for every metric; give a {split} split with "
+                "annotated images"
+            )
+        return dataset
 
     def _named_datasets(self) -> list[tuple[str, CocoDetectionDataset | None]]:
         return [("train", self.train_dataset), ("val", self.val_dataset), ("test", self.test_dataset)]
