@@ -28,13 +28,16 @@
 # All computation is library code (`ghmdet.analysis`, see `docs/analysis.md`); this notebook only wires it.
 # Run it headless with `make notebook` (papermill); the parameters below can be set with
 # `make notebook ARGS="-p ce_checkpoint outputs/train/runs/<run> -p ghm_checkpoint ..."`. Without checkpoints
-# it trains a short CE + SL1 and a GHM-C + GHM-R run itself (on the embedded tree crowns by default).
+# it trains a short CE + SL1 and a GHM-C + GHM-R run itself: on the embedded tree crowns by default, or with
+# `-p benchmark digits` on the ablation benchmark with its preset's recipe (e.g. `-p steps 3000`), where CE
+# and GHM converge.
 
 # %% tags=["parameters"]
 ce_checkpoint = None  # run dir or .ckpt of a CE (+ SL1) ghmdet-train run; None: train one here
 ghm_checkpoint = None  # the same for GHM-C + GHM-R
-output_dir = "experiments/gradient_norms"  # PNG figures + summary.json (relative to the project root)
-work_dir = "outputs/gradient_norms"  # self-trained runs, the W&B run (relative to the project root)
+benchmark = "treecrowns"  # self-trained runs on "treecrowns" (make train's data) or "digits" (the ablations')
+output_dir = None  # PNG figures + summary.json; None: experiments/gradient_norms[/<benchmark>]
+work_dir = None  # self-trained runs, the W&B run; None: outputs/gradient_norms[/<benchmark>]
 train_overrides = []  # extra Hydra overrides of both self-trained runs (a list of strings)
 steps = 200  # iterations of each self-trained run
 retrain = False  # True: train again even if work_dir holds a completed run
@@ -56,6 +59,7 @@ from IPython.display import Image, display
 from ghmdet.analysis import (
     FL_BALANCED,
     analysis_loader,
+    benchmark_run_overrides,
     checkpoint_path,
     classification_reweightings,
     collect_gradient_norms,
@@ -73,8 +77,10 @@ from ghmdet.train import PROJECT_ROOT
 
 matplotlib.use("Agg")  # headless: figures are rendered to PNG and shown from the files
 mode = resolve_wandb_mode(wandb_mode)
-out = PROJECT_ROOT / output_dir
-work = PROJECT_ROOT / work_dir
+benchmark_overrides = benchmark_run_overrides(benchmark)
+suffix = "" if benchmark == "treecrowns" else f"/{benchmark}"
+out = PROJECT_ROOT / (output_dir or f"experiments/gradient_norms{suffix}")
+work = PROJECT_ROOT / (work_dir or f"outputs/gradient_norms{suffix}")
 timings: dict[str, float] = {}
 
 
@@ -86,9 +92,10 @@ def timed(name: str, since: float) -> None:
 # %% [markdown]
 # ## The two checkpoints
 #
-# Given ones are loaded as they are (model and data config from their run's `metrics.json`). Missing ones are
-# trained here with `ghmdet-train` for `steps` iterations (a completed run in `work_dir` is reused). The
-# self-trained runs log the live gradient-norm histograms (`GradientNormLogger`) to W&B too.
+# Given ones are loaded as they are (model and data config from their run's `metrics.json`; for a run dir, the
+# checkpoint that `metrics.json` names as the one its metrics belong to). Missing ones are trained here with
+# `ghmdet-train` for `steps` iterations (a completed run in `work_dir` is reused). The self-trained runs log
+# the live gradient-norm histograms (`GradientNormLogger`) to W&B too.
 
 # %%
 given = {"ce": ce_checkpoint, "ghm": ghm_checkpoint}
@@ -97,6 +104,7 @@ for key, checkpoint in given.items():
     started = time.perf_counter()
     if checkpoint is None:
         overrides = [
+            *benchmark_overrides,
             *train_overrides,
             *short_run_overrides(key, steps, wandb=mode != "disabled"),
             f"seed={seed}",

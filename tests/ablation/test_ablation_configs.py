@@ -217,5 +217,5 @@ def test_make_ablation_passes_its_variables_to_the_multirun() -> None:
         .split()
     )
     assert "for table in bins momentum cls_loss reg_loss timing;" in default
-    assert "+ablation=$table ablation/preset=treecrowns ||" in default
+    assert "+ablation=$table ablation/preset=digits ||" in default
     assert "skip_completed" not in default and "hydra/launcher" not in default

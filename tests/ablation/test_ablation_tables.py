@@ -226,3 +226,12 @@ def test_callback_hands_a_failed_job_back_as_done_and_logs_it(caplog: pytest.Log
     strict.return_value = ValueError("x")
     AblationCallback(tolerate_failures=False).on_job_end(config=config, job_return=strict)
     assert strict.status == JobStatus.FAILED
+
+
+def test_an_interrupted_job_is_tabled_as_interrupted_with_its_signal_and_step(tmp_path: Path) -> None:
+    spec = _spec(tmp_path, "bins", {"seed": "0", "loss.cls.bins": "5"}, "loss.cls.bins", ["AP"])
+    stop = {"signal": "SIGTERM", "step": 12, "checkpoint": None}
+    _write(spec, "loss.cls.bins=5,seed=0", json.dumps(_record("interrupted", interrupted=stop)))
+    table = build_table(spec, load_paper_numbers())
+    assert table.rows[0].status == "1 interrupted"
+    assert any("interrupted by SIGTERM at step 12" in note for note in table.notes())

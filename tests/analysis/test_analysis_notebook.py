@@ -25,6 +25,7 @@ FIGURES = {
 PARAMETERS = {
     "ce_checkpoint",
     "ghm_checkpoint",
+    "benchmark",
     "output_dir",
     "work_dir",
     "train_overrides",
@@ -84,3 +85,19 @@ def test_notebook_runs_on_the_tiny_preset_and_writes_the_figures(tmp_path: Path)
         (work_dir / f"{run}_4steps" / "checkpoints" / "last.ckpt").is_file() for run in ("ce", "ghm")
     } == {True}
     assert not (work_dir / "wandb").exists()
+
+
+@pytest.mark.parametrize("benchmark", ["treecrowns", "digits"])
+def test_the_notebook_self_trains_on_either_benchmark(benchmark: str) -> None:
+    from hydra import compose, initialize_config_dir
+
+    from ghmdet.analysis import benchmark_run_overrides, short_run_overrides
+    from ghmdet.train import CONFIG_DIR
+
+    overrides = [*benchmark_run_overrides(benchmark), *short_run_overrides("ghm", 5, wandb=False)]
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    assert cfg.data.prepare == benchmark and cfg.trainer.max_steps == 5
+    assert cfg.callbacks.gradient_norms.only_ghm is False
+    with pytest.raises(ValueError, match="benchmark must be one of"):
+        benchmark_run_overrides("coco")

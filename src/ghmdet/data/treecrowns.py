@@ -43,14 +43,11 @@ CLI: ``python -m ghmdet.data.treecrowns --out data/treecrowns [--tile-size 400 -
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib.metadata
 import importlib.util
 import json
 import os
-import shutil
 import sys
-import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -60,13 +57,23 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from ghmdet.data.atomic_build import (
+    MANIFEST_NAME,
+    build_dir_for,
+    installed_package_file,
+    is_complete_build,
+    move_into_place,
+    read_manifest,
+    refuse_foreign,
+    sha256_file,
+)
+
 DEEPFOREST_REQUIREMENT = "deepforest==2.1.0"
 TRAIN_SOURCES = ("2019_YELL_2_528000_4978000_image_crop2.png", "SOAP_061.png")
 VAL_SOURCES = ("2019_YELL_2_541000_4977000_image_crop.png", "OSBS_029.png")
 TREE_CATEGORY = {"id": 1, "name": "tree"}
 # Every VOC label in the wheel is a tree crown; "Alive"/"Dead" (SOAP_061) are health states, not classes here.
 VOC_NAMES_TO_TREE = frozenset({"Tree", "Alive", "Dead"})
-MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = 1
 SPLITS = ("train", "val")
 
@@ -80,22 +87,9 @@ class TreeCrownsError(RuntimeError):
 
 def deepforest_data_dir() -> Path:
     """Return the ``data/`` folder of the installed ``deepforest`` package, without importing it."""
-    try:
-        spec = importlib.util.find_spec("deepforest")
-    except (ImportError, ValueError):
-        spec = None
-    if spec is None or not spec.submodule_search_locations:
-        raise TreeCrownsError(
-            "The embedded tree-crown data comes from the deepforest wheel, which is not installed. "
-            f"Install only its files with: pip install --no-deps {DEEPFOREST_REQUIREMENT}"
-        )
-    data_dir = Path(next(iter(spec.submodule_search_locations))) / "data"
-    if not data_dir.is_dir():
-        raise TreeCrownsError(
-            f"deepforest is installed but has no data folder at {data_dir}; "
-            f"reinstall with: pip install --no-deps --force-reinstall {DEEPFOREST_REQUIREMENT}"
-        )
-    return data_dir
+    return installed_package_file(
+        "deepforest", "data", DEEPFOREST_REQUIREMENT, "The embedded tree-crown data", TreeCrownsError
+    )
 
 
 def _deepforest_version() -> str | None:
@@ -103,14 +97,6 @@ def _deepforest_version() -> str | None:
         return importlib.metadata.version("deepforest")
     except importlib.metadata.PackageNotFoundError:
         return None
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # --------------------------------------------------------------------------------------------- VOC reading
@@ -246,26 +232,8 @@ def _parameters(
     }
 
 
-def _read_manifest(out_dir: Path) -> dict[str, Any] | None:
-    try:
-        manifest = json.loads((out_dir / MANIFEST_NAME).read_text())
-    except (OSError, ValueError):
-        return None
-    return manifest if isinstance(manifest, dict) else None
-
-
 def _is_complete_build(out_dir: Path, parameters: dict[str, Any]) -> bool:
-    """True when ``out_dir`` holds a finished build with these parameters (manifest is written last)."""
-    manifest = _read_manifest(out_dir)
-    if manifest is None or manifest.get("parameters") != parameters:
-        return False
-    for split in SPLITS:
-        if not (out_dir / "annotations" / f"instances_{split}.json").is_file():
-            return False
-        expected_tiles = manifest.get("counts", {}).get(split, {}).get("tiles")
-        if len(list((out_dir / "images" / split).glob("*.png"))) != expected_tiles:
-            return False
-    return True
+    return is_complete_build(out_dir, parameters, SPLITS, "tiles")
 
 
 def _build_into(
@@ -349,9 +317,9 @@ def _build_into(
                 {
                     "split": split,
                     "image": file_name,
-                    "image_sha256": _sha256(png_path),
+                    "image_sha256": sha256_file(png_path),
                     "annotation": xml_path.name,
-                    "annotation_sha256": _sha256(xml_path),
+                    "annotation_sha256": sha256_file(xml_path),
                     "width": voc.width,
                     "height": voc.height,
                     "boxes": len(voc.boxes),
@@ -429,67 +397,15 @@ def build_treecrowns(
     parameters = _parameters(tile_size, train_stride, val_stride, float(min_visible), sources)
     if _is_complete_build(out_dir, parameters) and not overwrite:
         return out_dir
-    if out_dir.exists() and not overwrite:
-        manifest = _read_manifest(out_dir)
-        same_build = manifest is not None and manifest.get("parameters") == parameters
-        # An unfinished copy of this very build is safe to redo (content is deterministic); anything else
-        # (other parameters, unrelated files) is someone's data and is only replaced on request.
-        if not same_build and (not out_dir.is_dir() or any(out_dir.iterdir())):
-            if manifest is not None:
-                old_parameters = manifest.get("parameters") or {}
-                differences = ", ".join(
-                    f"{key}: existing {old_parameters.get(key)!r} vs requested {parameters[key]!r}"
-                    for key in parameters
-                    if old_parameters.get(key) != parameters[key]
-                )
-                existing = f"a tree-crown build with other parameters ({differences})"
-            else:
-                existing = "files that are not a tree-crown build (no manifest.json)"
-            raise TreeCrownsError(
-                f"{out_dir} already holds {existing}; refusing to replace it. "
-                "Pass overwrite=True (CLI: --overwrite) or choose another --out."
-            )
+    if not overwrite:
+        refuse_foreign(out_dir, parameters, "tree-crown", TreeCrownsError)
     source_path = deepforest_data_dir() if source_dir is None else Path(source_dir)
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    build_dir = out_dir.parent / f".{out_dir.name}.building-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    build_dir.mkdir()
-    try:
+    with build_dir_for(out_dir) as build_dir:
         strides = {"train": train_stride, "val": val_stride}
         _build_into(build_dir, source_path, sources, strides, tile_size, float(min_visible), parameters)
-        _move_into_place(build_dir, out_dir, parameters)
-    finally:
-        if build_dir.exists():
-            shutil.rmtree(build_dir, ignore_errors=True)
+        move_into_place(build_dir, out_dir, lambda path: _is_complete_build(path, parameters))
     return out_dir
-
-
-def _move_into_place(build_dir: Path, out_dir: Path, parameters: dict[str, Any]) -> None:
-    """Rename the finished build to ``out_dir``; the old content (if any) is removed only after the swap."""
-    if not out_dir.exists():
-        try:
-            os.rename(build_dir, out_dir)
-            return
-        except OSError:
-            # Another process finished the same build first: keep theirs.
-            if _is_complete_build(out_dir, parameters):
-                return
-            raise
-    if out_dir.is_dir() and not any(out_dir.iterdir()):
-        out_dir.rmdir()
-        os.rename(build_dir, out_dir)
-        return
-    retired = out_dir.parent / f".{out_dir.name}.replaced-{uuid.uuid4().hex[:8]}"
-    os.rename(out_dir, retired)
-    try:
-        os.rename(build_dir, out_dir)
-    except OSError:
-        os.rename(retired, out_dir)
-        raise
-    if retired.is_dir():
-        shutil.rmtree(retired)
-    else:
-        retired.unlink()
 
 
 def format_counts(manifest: dict[str, Any]) -> str:
@@ -537,7 +453,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (TreeCrownsError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    manifest = _read_manifest(out_dir)
+    manifest = read_manifest(out_dir)
     assert manifest is not None
     print(f"tree-crown COCO dataset at {out_dir}")
     print(format_counts(manifest))

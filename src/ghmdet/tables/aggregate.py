@@ -1,14 +1,20 @@
 """Jobs' ``metrics.json`` -> one table: rows grouped by the swept keys, mean and std over seeds, paper beside.
 
 Every job of the sweep shows up: one that never wrote ``metrics.json`` is ``missing``, one whose file does not
-parse (or lacks its fields) is ``unreadable`` with the file named, a killed one is ``running``; ``failed`` and
+parse (or lacks its fields) is ``unreadable`` with the file named, a killed one is ``running``, one stopped
+by SIGTERM / SIGINT ``interrupted``; ``failed`` and
 ``diverged`` jobs carry the reason that ``ghmdet.train`` recorded. Means and standard deviations use the
 completed runs only.
+
+Two checks per row (docs/ablation.md, "Statistics"): whether training had converged (the val AP of the
+runs' ``val_history`` at 75 % and at 100 % of the iterations) and, with ``ablation.reference``, the row's
+paired-bootstrap AP difference to the reference row over the test images (:mod:`ghmdet.tables.bootstrap`).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import statistics
 from dataclasses import dataclass, field
@@ -18,10 +24,12 @@ from typing import Any
 from ghmdet.tables.paper import PaperNumbers, PaperRow, PaperTable, values_match
 from ghmdet.tables.spec import SEED_KEY, AblationSpec, Job
 
+log = logging.getLogger(__name__)
+
 METRICS_FILE = "metrics.json"
 #: statuses in the order a row's status cell lists them
-STATUSES = ("completed", "diverged", "failed", "running", "missing", "unreadable")
-RUN_STATUSES = ("running", "completed", "diverged", "failed")
+STATUSES = ("completed", "diverged", "failed", "interrupted", "running", "missing", "unreadable")
+RUN_STATUSES = ("running", "completed", "diverged", "failed", "interrupted")
 
 
 @dataclass(frozen=True)
@@ -110,6 +118,12 @@ def read_run(sweep_dir: Path, job: Job, metrics: list[str]) -> RunResult:
         result.reason = f"metrics.json says running (started {started}): killed, or still running"
     elif status in ("failed", "diverged"):
         result.reason = str(record.get("reason") or f"no reason recorded in {path}")
+    elif status == "interrupted":
+        stop = record.get("interrupted") or {}
+        result.reason = (
+            f"interrupted by {stop.get('signal', 'a signal')} at step {stop.get('step', '?')}: "
+            "rerun the sweep to resume it"
+        )
     for key in metrics:
         m = metric(key)
         raw = test_metrics.get(key) if m.source == "metrics" else record.get(key)
@@ -144,6 +158,78 @@ def _delta(ours: float | None, paper: float | None) -> float | None:
     return None if ours is None or paper is None else ours - paper
 
 
+#: the fraction of the iterations at which the convergence check reads the val AP before the end
+CONVERGENCE_FRACTION = 0.75
+#: the least rise in the last quarter (AP points) that counts as "not converged"
+CONVERGENCE_MIN_RISE = 1.0
+
+
+def val_ap_at(record: dict[str, Any], fraction: float) -> float | None:
+    """A run's val AP (percent) at ``fraction`` of its iterations: the validation at or nearest below."""
+    history, iterations = record.get("val_history"), _number(record.get("iterations"))
+    if not isinstance(history, list) or not iterations:
+        return None
+    target = fraction * iterations
+    best: tuple[float, float] | None = None
+    for entry in history:
+        if not isinstance(entry, dict):
+            continue
+        step, ap = _number(entry.get("step")), _number(entry.get("AP"))
+        if step is None or ap is None or ap < 0 or step > target + 1e-9:
+            continue
+        if best is None or step >= best[0]:
+            best = (step, ap * 100.0)
+    return None if best is None else best[1]
+
+
+@dataclass(frozen=True)
+class Convergence:
+    """Val AP (percent, mean over seeds) at 75 % and 100 % of the iterations, and the verdict.
+
+    ``status``: ``not converged`` when the mean rise over the last quarter exceeds ``threshold`` =
+    max(1 AP point, the row's seed std of test AP); ``n/a`` without a val history to read.
+    """
+
+    at_75: float | None
+    at_100: float | None
+    rise: float | None
+    threshold: float | None
+    n: int
+
+    @property
+    def status(self) -> str:
+        if self.rise is None or self.threshold is None:
+            return "n/a"
+        return "not converged" if self.rise > self.threshold else "converged"
+
+    @classmethod
+    def of(cls, runs: list[RunResult]) -> Convergence:
+        pairs = []
+        for run in runs:
+            if run.status != "completed":
+                continue
+            start, end = val_ap_at(run.record, CONVERGENCE_FRACTION), val_ap_at(run.record, 1.0)
+            if start is not None and end is not None:
+                pairs.append((start, end))
+        if not pairs:
+            return cls(None, None, None, None, 0)
+        test_ap = [
+            100.0 * v
+            for r in runs
+            if r.status == "completed"
+            and (v := _number((r.record.get("metrics") or {}).get("AP"))) is not None
+            and v >= 0
+        ]
+        std = statistics.stdev(test_ap) if len(test_ap) > 1 else 0.0
+        return cls(
+            statistics.fmean(p[0] for p in pairs),
+            statistics.fmean(p[1] for p in pairs),
+            statistics.fmean(p[1] - p[0] for p in pairs),
+            max(CONVERGENCE_MIN_RISE, std),
+            len(pairs),
+        )
+
+
 @dataclass
 class Row:
     """One table row: the runs sharing the values of the group keys."""
@@ -156,6 +242,11 @@ class Row:
     #: ours / the reference row's (``relative_to``), per metric
     ours_ratio: dict[str, float | None] = field(default_factory=dict)
     paper_ratio: dict[str, float | None] = field(default_factory=dict)
+    convergence: Convergence = field(default_factory=lambda: Convergence(None, None, None, None, 0))
+    #: paired bootstrap against the reference row, per metric (AP-type metrics the table shows)
+    bootstrap: dict[str, Any] = field(default_factory=dict)
+    #: this row is the bootstrap's reference
+    is_reference: bool = False
 
     def paper_value(self, key: str) -> float | None:
         return None if self.paper is None else self.paper.metrics.get(key)
@@ -192,6 +283,18 @@ class AblationTable:
     setting: str
     rows: list[Row]
     reference: Row | None = None
+    #: why there are no bootstrap intervals (None: there are, or no ``ablation.reference``)
+    bootstrap_note: str | None = None
+
+    @property
+    def bootstrap_metrics(self) -> list[Metric]:
+        """The metrics with a bootstrap column: those of the table that some row has an interval of."""
+        return [m for m in self.metrics if any(m.key in r.bootstrap for r in self.rows)]
+
+    @property
+    def reference_row_label(self) -> str | None:
+        ref = next((r for r in self.rows if r.is_reference), None)
+        return ref.label if ref is not None else self.spec.reference
 
     @property
     def metrics(self) -> list[Metric]:
@@ -225,18 +328,46 @@ class AblationTable:
         return sorted(commits)
 
     def notes(self) -> list[str]:
-        """Why runs are missing from the means, then the paper's remarks (one line each)."""
+        """Why runs are missing from the means, the statistics' verdicts, the paper's remarks, one a line."""
         lines = []
         for run in self.runs:
             if run.status != "completed":
                 lines.append(f"`{run.name}` {run.status}: {_one_line(run.reason or '')}")
             lines.extend(f"`{run.name}`: {_one_line(p)}" for p in run.problems)
+        lines.extend(self.convergence_notes())
+        if self.bootstrap_note is not None:
+            lines.append(f"bootstrap: {_one_line(self.bootstrap_note)}")
         if self.paper is not None:
             for row in self.rows:
                 if row.paper is not None and row.paper.note:
                     lines.append(f"paper, {self.row_label} = {row.label}: {_one_line(row.paper.note)}")
             lines.extend(_one_line(n) for n in self.paper.notes)
         return lines
+
+    def convergence_notes(self) -> list[str]:
+        """The "not converged" rows, and the rows without a val history when others have one."""
+        checked = [r for r in self.rows if r.convergence.status != "n/a"]
+        if not checked:
+            return []
+        lines = []
+        frac = f"{100 * CONVERGENCE_FRACTION:.0f} %"
+        for row in checked:
+            c = row.convergence
+            if c.status == "not converged":
+                lines.append(
+                    f"{NOT_CONVERGED} {self.row_label} = {row.label} not converged: val AP rose "
+                    f"{c.rise:+.1f} ({c.at_75:.1f} at {frac} -> {c.at_100:.1f} at 100 % of the iterations, "
+                    f"mean of {c.n} seeds) > max({CONVERGENCE_MIN_RISE:g}, seed std of test AP) = "
+                    f"{c.threshold:.1f}"
+                )
+        missing = [r.label for r in self.rows if r.convergence.status == "n/a"]
+        if missing:
+            lines.append(f"convergence n/a (no val_history) for {self.row_label} = {', '.join(missing)}")
+        return lines
+
+
+#: marks a row whose val AP still rose in the last quarter of training
+NOT_CONVERGED = "\N{DAGGER}"
 
 
 def _natural(text: str) -> tuple[int, float | str]:
@@ -284,4 +415,36 @@ def build_table(spec: AblationSpec, paper_numbers: PaperNumbers | None = None) -
                 row.ours_ratio[m] = ours / ref if ours is not None and ref else None
                 p, p_ref = row.paper_value(m), (paper_ref.metrics.get(m) if paper_ref else None)
                 row.paper_ratio[m] = p / p_ref if p is not None and p_ref else None
+    for row in rows:
+        row.convergence = Convergence.of(row.runs)
+    if spec.reference is not None:
+        _add_bootstrap(table)
     return table
+
+
+def _add_bootstrap(table: AblationTable) -> None:
+    """Each row's paired-bootstrap interval against the reference row with the same other keys."""
+    from ghmdet.tables import bootstrap
+
+    spec = table.spec
+    metrics = [m for m in spec.metrics if m in bootstrap.METRIC_IOUS]
+    if not metrics:
+        return
+    refs = [r for r in table.rows if values_match(r.key[0], spec.reference)]
+    for ref in refs:
+        ref.is_reference = True
+    if not refs:
+        table.bootstrap_note = f"the reference row {spec.row} = {spec.reference} is not in this sweep"
+        return
+    try:
+        intervals = bootstrap.table_intervals(table.rows, refs, metrics, spec.n_boot, spec.bootstrap_seed)
+    except bootstrap.BootstrapError as err:
+        table.bootstrap_note = f"n/a: {err}"
+        log.warning("%s: no bootstrap intervals: %s", spec.table, err)
+        return
+    for row in table.rows:
+        row.bootstrap = intervals.get(row.key, {})
+    table.bootstrap_note = None
+    scored = {str((r.record.get("detections_test") or {}).get("metrics", "metrics")) for r in table.runs}
+    if scored - {"metrics"}:  # model.tta on: the mean columns are with TTA, the files single-pass
+        table.bootstrap_note = "the intervals are of the single pass; the mean columns are with TTA"

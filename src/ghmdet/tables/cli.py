@@ -22,7 +22,8 @@ def default_log_dir() -> Path:
 
 
 def find_sweeps(root: Path) -> list[Path]:
-    """Every ablation sweep dir (holding ``ablation.json``) under ``<root>/ablation/<preset>/<table>``."""
+    """Every ablation sweep dir (holding ``ablation.json``) under ``<root>/ablation/<preset>/<table>``
+    (``<preset>-v<version>/<table>`` for a versioned preset)."""
     return sorted(p.parent for p in (Path(root) / "ablation").glob(f"*/*/{SPEC_FILE}"))
 
 
@@ -48,6 +49,12 @@ def _parser() -> argparse.ArgumentParser:
         help="write <out-dir>/<table>/<preset>.* instead of where the sweep said (experiments/<table>/)",
     )
     parser.add_argument("--no-wandb", action="store_true", help="do not log the tables to W&B")
+    parser.add_argument(
+        "--n-boot",
+        type=int,
+        default=None,
+        help="bootstrap replicates of the reference-row intervals (default: the sweep's ablation.n_boot)",
+    )
     parser.add_argument(
         "--paper-numbers",
         type=Path,
@@ -80,6 +87,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     for sweep in sweeps:
         try:
             spec = AblationSpec.load(sweep)
+            if args.n_boot is not None:
+                if args.n_boot < 1:
+                    raise ValueError(f"--n-boot must be a positive integer, got {args.n_boot}")
+                spec.n_boot = args.n_boot
             out = args.out_dir / spec.table if args.out_dir is not None else None
             report = write_report(spec, out, paper_numbers, use_wandb=False if args.no_wandb else None)
         except (SpecError, ValueError) as err:

@@ -1,8 +1,11 @@
 """One :class:`~ghmdet.tables.aggregate.AblationTable` -> Markdown, CSV, LaTeX and a summary plot.
 
 All formats show the same columns: the row (the swept value), ``runs`` (completed / launched), then for each
-metric ours (mean ± std), the paper's and the delta ours - paper, optionally each row relative to a reference
-row (``× CE``), and the row's status. AP-type metrics are in percent, like the paper's.
+metric ours (mean ± std), the paper's and the delta ours - paper, with ``ablation.reference`` the paired
+bootstrap difference to the reference row (``ΔAP [lo, hi]``, ``*`` where the 95 % interval excludes 0),
+optionally each row relative to a reference row (``× CE``), and the row's status. A row whose val AP still
+rose in the last quarter of training carries ``†`` (not converged). AP-type metrics are in percent, like the
+paper's.
 """
 
 from __future__ import annotations
@@ -14,7 +17,15 @@ import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
-from ghmdet.tables.aggregate import RATIO_DECIMALS, AblationTable, Row
+from ghmdet.tables.aggregate import (
+    CONVERGENCE_FRACTION,
+    NOT_CONVERGED,
+    RATIO_DECIMALS,
+    AblationTable,
+    Metric,
+    Row,
+    val_ap_at,
+)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 NONE = "—"
@@ -41,7 +52,36 @@ class Num:
         return text
 
 
-Cell = str | Num
+SIGNIFICANT = "*"
+REFERENCE = "ref"
+
+
+@dataclass(frozen=True)
+class CI:
+    """A paired-bootstrap cell: the difference to the reference and its interval (already scaled)."""
+
+    delta: float
+    lo: float
+    hi: float
+    decimals: int
+    significant: bool
+
+    def _num(self, value: float) -> str:
+        return Num(value, self.decimals, signed=True).text()
+
+    def text(self) -> str:
+        marker = f" {SIGNIFICANT}" if self.significant else ""
+        return f"{self._num(self.delta)} [{self._num(self.lo)}, {self._num(self.hi)}]{marker}"
+
+    def tex(self) -> str:
+        marker = f"^{{{SIGNIFICANT}}}" if self.significant else ""
+        return f"${self._num(self.delta)}{marker}$ [${self._num(self.lo)}$, ${self._num(self.hi)}$]"
+
+    def __str__(self) -> str:
+        return self.text()
+
+
+Cell = str | Num | CI
 
 
 def _ratio_name(table: AblationTable, name: str) -> str:
@@ -49,11 +89,18 @@ def _ratio_name(table: AblationTable, name: str) -> str:
     return f"{TIMES} {ref}" if len(table.metrics) == 1 else f"{name} {TIMES} {ref}"
 
 
+def _boot_name(table: AblationTable, m: Metric) -> str:
+    return f"Δ {m.name} vs {table.reference_row_label} [95 % CI]"
+
+
 def header(table: AblationTable) -> list[str]:
     """Column headings shared by the Markdown and LaTeX tables."""
     columns = [table.row_label, *table.spec.group_keys[1:], "runs"]
+    boot = {m.key for m in table.bootstrap_metrics}
     for m in table.metrics:
         columns += [m.name, f"{m.name} paper", f"Δ {m.name}"]
+        if m.key in boot:
+            columns.append(_boot_name(table, m))
     if table.spec.relative_to is not None:
         for m in table.metrics:
             name = _ratio_name(table, m.name)
@@ -67,9 +114,25 @@ def _paper_cell(row: Row, key: str, decimals: int) -> Cell:
     return Num(row.paper_value(key), decimals)
 
 
+def _boot_cell(row: Row, m: Metric) -> Cell:
+    if row.is_reference:
+        return REFERENCE
+    interval = row.bootstrap.get(m.key)
+    if interval is None:
+        return NONE
+    scaled = [v * m.scale for v in (interval.delta, interval.lo, interval.hi)]
+    return CI(*scaled, decimals=m.decimals, significant=interval.excludes_zero)
+
+
+def label(row: Row) -> str:
+    """The row's label, marked when its training had not converged."""
+    return f"{row.label} {NOT_CONVERGED}" if row.convergence.status == "not converged" else row.label
+
+
 def cells(table: AblationTable, row: Row) -> list[Cell]:
     """One row's cells, in :func:`header` order."""
-    out: list[Cell] = [row.label, *row.key[1:], f"{row.n_completed}/{len(row.runs)}"]
+    out: list[Cell] = [label(row), *row.key[1:], f"{row.n_completed}/{len(row.runs)}"]
+    boot = {m.key for m in table.bootstrap_metrics}
     for m in table.metrics:
         stat = row.ours[m.key]
         out += [
@@ -77,6 +140,8 @@ def cells(table: AblationTable, row: Row) -> list[Cell]:
             _paper_cell(row, m.key, m.decimals),
             Num(row.delta(m.key), m.decimals, signed=True),
         ]
+        if m.key in boot:
+            out.append(_boot_cell(row, m))
     if table.spec.relative_to is not None:
         for m in table.metrics:
             paper_ratio: Cell = Num(row.paper_ratio.get(m.key), RATIO_DECIMALS)
@@ -101,7 +166,7 @@ def display_path(path: str | Path) -> str:
 
 # ---------------------------------------------------------------------------------------------- Markdown
 def _md_cell(cell: Cell) -> str:
-    text = cell.text() if isinstance(cell, Num) else str(cell)
+    text = cell.text() if isinstance(cell, (Num, CI)) else str(cell)
     return text.replace("|", "\\|")
 
 
@@ -134,6 +199,15 @@ def legend(table: AblationTable) -> str:
             f"{TIMES} {table.reference_label}: a row's mean over the {table.reference_label} row's mean "
             "(ours and the paper's alike)."
         )
+    if table.bootstrap_metrics:
+        ref = table.reference_row_label
+        parts.append(
+            f"Δ vs {ref}: the mean over seeds (paired by seed) of the row's test AP minus the {ref} row's, "
+            f"and its 95 % paired-bootstrap interval over test images ({spec.n_boot} replicates, the same "
+            f"draws for every row and seed); {SIGNIFICANT} = the interval excludes 0."
+        )
+    if any(r.convergence.status == "not converged" for r in table.rows):
+        parts.append(f"{NOT_CONVERGED} = not converged (val AP still rising at the end; see the notes).")
     return " ".join(parts)
 
 
@@ -166,6 +240,12 @@ def csv_text(table: AblationTable) -> str:
         for m in table.metrics:
             head += [f"{m.key}_x_{ref}", f"{m.key}_x_{ref}_paper", f"{m.key}_x_{ref}_delta"]
     head.append("paper_status")
+    boot = table.bootstrap_metrics
+    for m in boot:
+        head += [f"{m.key}_vs_ref", f"{m.key}_vs_ref_lo", f"{m.key}_vs_ref_hi", f"{m.key}_vs_ref_excludes_0"]
+    if boot:
+        head += ["vs_ref_seeds", "is_reference"]
+    head += ["val_AP_75", "val_AP_100", "val_AP_rise", "convergence"]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(head)
@@ -188,22 +268,36 @@ def csv_text(table: AblationTable) -> str:
                     _csv_number(row.ratio_delta(m.key)),
                 ]
         line.append((row.paper.status or "") if row.paper is not None else "")
+        intervals = [row.bootstrap.get(m.key) for m in boot]
+        for m, interval in zip(boot, intervals):
+            if interval is None:
+                line += ["", "", "", ""]
+            else:
+                values = (interval.delta, interval.lo, interval.hi)
+                line += [*(_csv_number(v * m.scale) for v in values), str(interval.excludes_zero).lower()]
+        if boot:
+            seeds = next((i.n_seeds for i in intervals if i is not None), "")
+            line += [seeds, str(row.is_reference).lower()]
+        c = row.convergence
+        line += [_csv_number(c.at_75), _csv_number(c.at_100), _csv_number(c.rise), c.status]
         writer.writerow(line)
     return buffer.getvalue()
 
 
 def runs_rows(table: AblationTable) -> tuple[list[str], list[list[object]]]:
-    """One line per job: its dir, row keys, seed, status and reason, metric values, cost, code."""
+    """One line per job: its dir, row keys, seed, status and reason, metric values, cost, val AP at 75 % and
+    100 % of the iterations, code."""
     spec = table.spec
     head = ["dir", *spec.group_keys, "seed", "status", "reason", *spec.metrics]
     extra = [k for k in ("seconds_per_iteration", "iterations", "wall_seconds") if k not in spec.metrics]
-    head += [*extra, "git_commit"]
+    head += [*extra, "val_AP_75", "val_AP_100", "git_commit"]
     rows: list[list[object]] = []
     for row in table.rows:
         for run in row.runs:
             line: list[object] = [run.name, *row.key, run.seed or "", run.status, run.reason or ""]
             line += [_csv_number(run.values.get(m)) for m in spec.metrics]
             line += [run.record.get(k, "") if run.record.get(k) is not None else "" for k in extra]
+            line += [_csv_number(val_ap_at(run.record, f)) for f in (CONVERGENCE_FRACTION, 1.0)]
             line.append(run.record.get("git_commit") or "")
             rows.append(line)
     return head, rows
@@ -236,6 +330,7 @@ _TEX_TEXT = {
     "±": r"$\pm$",
     "—": "--",
     MINUS: "-",
+    NOT_CONVERGED: r"$^\dagger$",
 }
 
 
@@ -245,6 +340,8 @@ def tex_escape(text: str) -> str:
 
 
 def _tex_cell(cell: Cell) -> str:
+    if isinstance(cell, CI):
+        return cell.tex()
     if isinstance(cell, Num):
         return "--" if cell.value is None else "$" + cell.text(pm=r" \pm ") + "$"
     return tex_escape(cell)
@@ -284,7 +381,8 @@ def _as_float(text: str) -> float | None:
 
 
 def plot(table: AblationTable, path: Path) -> Path:
-    """One summary figure: the table's first metric per row, ours (mean ± std) and the paper's.
+    """One summary figure: the table's first metric per row, ours (mean ± std) and the paper's, with the
+    table's markers (``†`` not converged, ``*`` interval excluding 0) beside our points.
 
     With ``relative_to`` the plotted quantity is each row relative to the reference row (same axis for ours
     and the paper's); otherwise our values go on the left axis and the paper's on a right axis, unless the
@@ -338,6 +436,12 @@ def plot(table: AblationTable, path: Path) -> Path:
             label=f"paper ({table.setting or 'COCO'})",
         )
     for x, row, y in zip(xs, rows, ours):
+        interval = row.bootstrap.get(m.key)
+        marks = (NOT_CONVERGED if row.convergence.status == "not converged" else "") + (
+            SIGNIFICANT if interval is not None and interval.excludes_zero else ""
+        )
+        if y is not None and marks:  # the table's markers: not converged, differs from the reference
+            ax.annotate(marks, (x, y), textcoords="offset points", xytext=(5, 5), fontsize=9, color="tab:red")
         if y is None:
             ax.annotate(
                 row.status,

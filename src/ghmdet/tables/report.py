@@ -89,7 +89,7 @@ def log_to_wandb(report: Report) -> Path | None:
         try:
             head = render.header(table)
             rows = [
-                [c.text() if isinstance(c, render.Num) else c for c in render.cells(table, r)]
+                [c.text() if isinstance(c, (render.Num, render.CI)) else c for c in render.cells(table, r)]
                 for r in table.rows
             ]
             payload = {

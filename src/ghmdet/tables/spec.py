@@ -1,20 +1,32 @@
 """What an ablation sweep is: its table, its preset and the exact list of its jobs with their (stable) dirs.
 
 The job list is expanded the way Hydra's basic sweeper expands it (``hydra.sweeper.params`` first, then the
-command line, the last value of a key winning, the cartesian product of the sweeps), and each job's dir is
-its ``hydra.job.override_dirname``, as ``conf/ablation/sweep/default.yaml`` sets ``hydra.sweep.subdir``. The
-sweep's callback writes the result to ``<sweep dir>/ablation.json`` when the sweep starts, so that the tables
-can be rebuilt later (``ghmdet-tables <sweep dir>``) without Hydra, even from a sweep that was killed.
+command line, the last value of a key winning, the cartesian product of the sweeps). The sweep's callback
+writes the result to ``<sweep dir>/ablation.json`` when the sweep starts, so that the tables can be rebuilt
+later (``ghmdet-tables <sweep dir>``) without Hydra, even from a sweep that was killed.
+
+Job dirs (``hydra.sweep.subdir``: resolver ``ghmdet.ablation_job_dir``, conf/ablation/sweep/default.yaml):
+
+- a preset with ``ablation.preset_version`` (e.g. 1): ``<log dir>/ablation/<preset>-v<version>/jobs/<name>``,
+  ``<name>`` being the job's losses and seed and a short hash of what the job computes (its resolved config
+  without the keys of ``ablation.job_dir_ignore``: the ablation node, logger, paths, threads, skip/resume
+  flags, ...). Two tables that run the same configuration (GHM-C M = 30 in ``bins``, ``cls_loss`` and
+  ``reg_loss``) resolve it to one dir, so the second finds it completed and skips it; each table's sweep dir
+  ``<preset>-v<version>/<table>`` holds its index, ``ablation.json``, with job dirs ``../jobs/<name>``.
+  A new preset version starts a new tree, so tables never mix jobs of two versions.
+- a preset without a version (treecrowns, coco): the job's ``hydra.job.override_dirname`` under
+  ``<log dir>/ablation/<preset>/<table>``, the layout the committed tables were made from.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +37,18 @@ from omegaconf import DictConfig, OmegaConf
 
 SPEC_FILE = "ablation.json"
 #: the ``hydra.sweep.subdir`` every ablation sweep uses (per-job dirs that do not change between reruns)
-JOB_SUBDIR = "${hydra.job.override_dirname}"
+JOB_SUBDIR = "${ghmdet.ablation_job_dir:}"
 SEED_KEY = "seed"
+#: where a versioned preset's shared jobs live, relative to each table's sweep dir
+SHARED_JOBS = "../jobs"
+#: the default of ``ablation.job_dir_ignore``: config keys that do not change what a job computes
+JOB_DIR_IGNORE = (
+    "hydra", "ablation", "logger", "paths", "task_name", "threads", "skip_completed", "resume",
+    "min_free_disk_mb",
+)  # fmt: skip
+#: the default of ``ablation.job_name_keys``: config keys whose values name a job dir (besides the losses)
+JOB_NAME_KEYS = ("loss.cls.bins", "loss.cls.momentum", "loss.cls.density")
+_HASH_CHARS = 8
 
 
 class SpecError(ValueError):
@@ -55,6 +77,11 @@ class AblationSpec:
     jobs: list[Job]
     swept: list[str]
     relative_to: str | None = None
+    #: the row value that the paired bootstrap compares every row with (``ablation.reference``)
+    reference: str | None = None
+    #: bootstrap replicates and the seed of their generator (``ablation.n_boot``, ``ablation.bootstrap_seed``)
+    n_boot: int = 1000
+    bootstrap_seed: int = 0
     same_scale_as_paper: bool = False
     data_description: str = ""
     task_name: str = ""
@@ -113,6 +140,102 @@ class AblationSpec:
         return spec
 
 
+def preset_dir(preset: str, version: Any) -> str:
+    """``<preset>`` for a preset without a version, else ``<preset>-v<version>`` (resolver
+    ``ghmdet.ablation_preset_dir``)."""
+    if version is None:
+        return str(preset)
+    text = str(version)
+    if not re.fullmatch(r"[A-Za-z0-9._-]+", text):
+        raise SpecError(f"ablation.preset_version must be letters, digits, '.', '_' or '-', got {version!r}")
+    return f"{preset}-v{text}"
+
+
+def _safe(text: Any) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(text))
+
+
+def _drop(tree: dict[str, Any], dotted: str) -> None:
+    *parents, leaf = dotted.split(".")
+    node: Any = tree
+    for key in parents:
+        node = node.get(key) if isinstance(node, dict) else None
+    if isinstance(node, dict):
+        node.pop(leaf, None)
+
+
+def result_config(config: DictConfig, ignore: Sequence[str] = JOB_DIR_IGNORE) -> dict[str, Any]:
+    """What a job computes: its config resolved, without ``ignore``, paths kept as ``<paths.key>``.
+
+    Interpolations into ``paths`` resolve to placeholders, so a data or log dir elsewhere (another machine,
+    ``GHMDET_DATA_DIR``) does not change the result; the ``hydra`` node is never resolved (it holds the
+    job dir being computed).
+    """
+    raw = OmegaConf.to_container(config, resolve=False)
+    assert isinstance(raw, dict)
+    raw.pop("hydra", None)
+    # ignored nodes go before resolving (the logger's run name reads the hydra node), paths after
+    for key in ignore:
+        if str(key) != "paths":
+            _drop(raw, str(key))
+    paths = raw.get("paths")
+    if isinstance(paths, dict):
+        raw["paths"] = {k: f"<paths.{k}>" for k in paths}
+    try:
+        resolved = OmegaConf.to_container(OmegaConf.create(raw), resolve=True)
+    except Exception as err:  # an interpolation into the hydra node or an ignored key, a failing resolver
+        raise SpecError(
+            f"the job dir hash needs a config that resolves without the hydra node and "
+            f"ablation.job_dir_ignore: {type(err).__name__}: {err}"
+        ) from err
+    assert isinstance(resolved, dict)
+    if "paths" in ignore:
+        resolved.pop("paths", None)
+    return resolved
+
+
+def config_hash(config: DictConfig, ignore: Sequence[str] = JOB_DIR_IGNORE) -> str:
+    """A short hash of :func:`result_config` (stable across key order and processes)."""
+    text = json.dumps(result_config(config, ignore), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:_HASH_CHARS]
+
+
+def job_name(config: DictConfig) -> str:
+    """A shared job's dir name: losses (cls with its named params), seed, then the result hash.
+
+    E.g. ``ghmc-bins30-momentum0.75-densityunit_smooth_l1_seed0_1a2b3c4d``.
+    """
+    ablation = config.get("ablation") or {}
+    ignore = list(ablation.get("job_dir_ignore") or JOB_DIR_IGNORE)
+    name_keys = list(ablation.get("job_name_keys") or JOB_NAME_KEYS)
+    choices = OmegaConf.select(config, "hydra.runtime.choices", default=None) or {}
+    cls = [_safe(choices.get("loss/cls") or OmegaConf.select(config, "loss.cls._target_", default="cls"))]
+    reg = _safe(choices.get("loss/reg") or OmegaConf.select(config, "loss.reg._target_", default="reg"))
+    extra = []
+    for key in name_keys:
+        value = OmegaConf.select(config, key, default=None)
+        if value is not None:
+            part = f"{_safe(key.rsplit('.', 1)[-1])}{_safe(value)}"
+            (cls if key.startswith("loss.cls.") else extra).append(part)
+    seed = f"seed{_safe(config.get('seed'))}"
+    return "_".join(["-".join(cls), reg, *extra, seed, config_hash(config, ignore)])
+
+
+def job_subdir(config: DictConfig) -> str:
+    """A job's ``hydra.sweep.subdir`` (resolver ``ghmdet.ablation_job_dir``): see the module docstring."""
+    if OmegaConf.select(config, "ablation.preset_version", default=None) is None:
+        return str(OmegaConf.select(config, "hydra.job.override_dirname"))
+    return f"{SHARED_JOBS}/{job_name(config)}"
+
+
+def _job_dir_resolver(*, _root_: DictConfig) -> str:
+    return job_subdir(_root_)
+
+
+OmegaConf.register_new_resolver("ghmdet.ablation_job_dir", _job_dir_resolver, replace=True)
+OmegaConf.register_new_resolver("ghmdet.ablation_preset_dir", preset_dir, replace=True)
+
+
 def overrides_dirname(
     overrides: Sequence[Override], exclude_keys: Sequence[str], item_sep: str, kv_sep: str
 ) -> str:
@@ -152,6 +275,23 @@ def expand_jobs(
     return jobs, swept
 
 
+def _positive_int(ablation: dict[str, Any], key: str, default: int) -> int:
+    value = ablation.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise SpecError(f"ablation.{key} must be a positive integer, got {value!r}")
+    return value
+
+
+def _shared_job_dir(config: DictConfig, job: Job) -> str:
+    """The dir Hydra will give ``job``: its ``hydra.sweep.subdir`` in the config the job gets."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    if not GlobalHydra.instance().is_initialized():
+        raise SpecError("a versioned preset's job dirs need Hydra's config loader (run as ghmdet-train -m)")
+    job_config = GlobalHydra.instance().config_loader().load_sweep_config(config, list(job.overrides))
+    return str(OmegaConf.select(job_config, "hydra.sweep.subdir"))
+
+
 def _command(config: DictConfig) -> str:
     hydra_overrides = [o for o in config.hydra.overrides.hydra if not str(o).startswith("hydra.mode=")]
     return " ".join(["ghmdet-train", "-m", *config.hydra.overrides.task, *hydra_overrides])
@@ -182,6 +322,12 @@ def spec_from_config(config: DictConfig) -> AblationSpec:
         item_sep=dirname_cfg.item_sep,
         kv_sep=dirname_cfg.kv_sep,
     )
+    if ablation.get("preset_version") is not None:
+        jobs = [replace(job, dir=_shared_job_dir(config, job)) for job in jobs]
+        dirs = [job.dir for job in jobs]
+        if len(set(dirs)) != len(dirs):
+            same = sorted({d for d in dirs if dirs.count(d) > 1})
+            raise SpecError(f"jobs of this sweep compute the same thing (one dir): {same[:3]}")
     known = {f.name for f in fields(AblationSpec)}
     return AblationSpec(
         table=str(ablation["table"]),
@@ -193,6 +339,9 @@ def spec_from_config(config: DictConfig) -> AblationSpec:
         jobs=jobs,
         swept=swept,
         relative_to=None if ablation.get("relative_to") is None else str(ablation["relative_to"]),
+        reference=None if ablation.get("reference") is None else str(ablation["reference"]),
+        n_boot=_positive_int(ablation, "n_boot", 1000),
+        bootstrap_seed=int(ablation.get("bootstrap_seed", 0)),
         same_scale_as_paper=bool(ablation.get("same_scale_as_paper", False)),
         data_description=str(ablation.get("data_description", "")),
         task_name=str(config.get("task_name", "")),
