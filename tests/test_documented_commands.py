@@ -171,7 +171,7 @@ def training_argvs(words: list[str], printer: Path) -> list[list[str]]:
     proc = subprocess.run(
         [
             *("make", "-s", "--no-print-directory", "-C", str(PROJECT_ROOT), *words[1:]),
-            *(f"PY={interpreter}", "STAMP=", "TREECROWNS="),
+            *(f"PY={interpreter}", "STAMP=", "TREECROWNS=", "DIGITS="),
         ],
         capture_output=True,
         text=True,
