@@ -11,7 +11,7 @@ TREECROWNS := $(DATA_DIR)/treecrowns/manifest.json
 DIGITS := $(DATA_DIR)/digits/manifest.json
 ARGS ?=
 
-.PHONY: help install data train test test-fast ablation notebook bench lint format clean
+.PHONY: help install data train test test-fast ablation notebook bench bench-scale lint format clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -61,7 +61,7 @@ ablation: $(STAMP) $(TREECROWNS) $(DIGITS) ## paper ablation tables (TABLE=bins 
 # experiments/gradient_norms/*.png + summary.json and an offline W&B run (docs/analysis.md). Without checkpoints
 # the notebook trains a short CE + SL1 and GHM-C + GHM-R run itself; those runs and the executed notebook go to
 # outputs/gradient_norms/. Papermill parameters: ARGS="-p ce_checkpoint RUN_DIR -p ghm_checkpoint RUN_DIR -p steps 200"
-# On the ablation benchmark, where CE and GHM converge: ARGS="-p benchmark digits -p steps 3000" (figures to
+# On the ablation benchmark, where CE and GHM converge: ARGS="-p benchmark digits -p steps 2000" (figures to
 # experiments/gradient_norms/digits/).
 NOTEBOOK_OUT ?= outputs/gradient_norms
 notebook: $(STAMP) $(TREECROWNS) $(DIGITS) ## gradient-norm figures (paper Fig. 1-5) -> experiments/gradient_norms/ (ARGS="-p steps 200 ...")
@@ -77,10 +77,16 @@ test: $(STAMP) $(TREECROWNS) ## run the test suite
 test-fast: $(STAMP) ## unit tests only (no end-to-end runs)
 	$(PY) -m pytest -q -m "not slow" $(ARGS)
 
-bench: $(STAMP) $(TREECROWNS) ## loss-level and step-level benchmarks (ratios against baselines in the same run)
+bench: $(STAMP) $(TREECROWNS) ## loss-, step- and suite-level benchmarks (ratios against baselines in the same run)
 	$(PY) benchmarks/bench_losses.py
 	$(PY) benchmarks/bench_step.py
 	$(PY) benchmarks/bench_suite_vs_torchvision.py --threads 1
+
+# make bench-scale: the data path at COCO train2017's size, simulated (docs/scaling.md): start-up against
+# pycocotools and json.load, forked workers' memory, the image-file check, loader throughput, evaluation.
+# The full size needs ~3 GB of memory and builds a ~420 MB annotation file once under data/coco_scale/.
+bench-scale: $(STAMP) ## COCO-scale data-path benchmark (ARGS="--scale 0.02 --parts startup,workers,files,loader,eval")
+	$(PY) benchmarks/bench_coco_scale.py $(ARGS)
 
 lint: $(STAMP) ## ruff check + format check
 	$(PY) -m ruff check src tests benchmarks notebooks experiments

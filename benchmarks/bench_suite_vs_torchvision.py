@@ -6,9 +6,9 @@ trained with the recipe's SGD, warm-up schedule and gradient clipping 35 on the 
 embedded tree-crown tiles, timed interleaved in one process (round-robin over the variants, so that machine
 drift hits all alike):
 
-- ``suite``: ``lightning.Trainer.fit`` of ``ghmdet.lit.DetectionModule`` (what ``ghmdet-train`` runs), timed
-  from one ``on_train_batch_end`` to the next (data fetch, hooks, forward, loss, backward, clipping, SGD and
-  scheduler steps, logging);
+- ``suite``: ``lightning.Trainer.fit`` of ``ghmdet.module.DetectionModule`` (what ``ghmdet-train`` runs),
+  timed from one ``on_train_batch_end`` to the next (data fetch, hooks, forward, loss, backward, clipping, SGD
+  and scheduler steps, logging);
 - ``loop``: the same module driven by hand (forward, loss sum, backward, ``clip_grad_norm_``, SGD and
   scheduler steps), timed iteration end to iteration end;
 - ``torchvision``: torchvision's own ``RetinaNet`` class built from the same backbone, anchors and head, with
@@ -44,12 +44,14 @@ from typing import Any
 import lightning as L
 import torch
 from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 import ghmdet.distributed  # noqa: F401  (registers the ghmdet.scaled_lr resolver of the paper recipes)
-from ghmdet.lit import DetectionModule, lr_factor
-from ghmdet.train import CONFIG_DIR, build_model
+from ghmdet.builders import build_model
+from ghmdet.module import DetectionModule
+from ghmdet.paths import CONFIG_DIR
 
 Batch = tuple[list[Tensor], list[dict[str, Tensor]]]
 LOSSES = {
@@ -67,7 +69,7 @@ def load_batches(
     data_dir: Path, batch_size: int, count: int, device: torch.device
 ) -> tuple[int, list[Batch]]:
     """``count`` training batches of the embedded tiles (built if missing), augmented once, on ``device``."""
-    from ghmdet.data.coco import DetectionDataModule
+    from ghmdet.data.datamodule import DetectionDataModule
 
     datamodule = DetectionDataModule(
         root=data_dir / "treecrowns",
@@ -173,10 +175,7 @@ def loop_round(model: nn.Module, batches: list[Batch], device: torch.device, cfg
     """The same work by hand: forward, loss sum, backward, clipping, SGD and scheduler steps."""
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=cfg.optimizer.lr, momentum=0.9, weight_decay=1e-4)
-    schedule = {k: v for k, v in cfg.scheduler.items()}
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, functools.partial(_factor, total=len(batches), schedule=schedule)
-    )
+    scheduler = instantiate(cfg.scheduler)(optimizer, total_steps=len(batches))
     model.train()
     ends = []
     for images, targets in batches:
@@ -190,10 +189,6 @@ def loop_round(model: nn.Module, batches: list[Batch], device: torch.device, cfg
         _sync(device)
         ends.append(time.perf_counter())
     return [b - a for a, b in itertools.pairwise(ends)]
-
-
-def _factor(step: int, total: int, schedule: dict[str, Any]) -> float:
-    return lr_factor(step, total, **schedule)
 
 
 def main() -> None:
@@ -233,7 +228,7 @@ def main() -> None:
             optimizer=functools.partial(
                 torch.optim.SGD, lr=cfg.optimizer.lr, momentum=0.9, weight_decay=1e-4
             ),
-            scheduler=dict(cfg.scheduler),
+            scheduler=instantiate(cfg.scheduler),
         )
         runners[f"suite {loss_name}"] = functools.partial(suite_round, module, batches, device, cfg)
         runners[f"loop {loss_name}"] = functools.partial(loop_round, model.to(device), batches, device, cfg)

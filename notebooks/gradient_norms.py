@@ -29,7 +29,7 @@
 # Run it headless with `make notebook` (papermill); the parameters below can be set with
 # `make notebook ARGS="-p ce_checkpoint outputs/train/runs/<run> -p ghm_checkpoint ..."`. Without checkpoints
 # it trains a short CE + SL1 and a GHM-C + GHM-R run itself: on the embedded tree crowns by default, or with
-# `-p benchmark digits` on the ablation benchmark with its preset's recipe (e.g. `-p steps 3000`), where CE
+# `-p benchmark digits` on the ablation benchmark with its preset's recipe (e.g. `-p steps 2000`), where CE
 # and GHM converge.
 
 # %% tags=["parameters"]
@@ -73,7 +73,7 @@ from ghmdet.analysis import (
     train_run,
     write_summary,
 )
-from ghmdet.train import PROJECT_ROOT
+from ghmdet.paths import PROJECT_ROOT
 
 matplotlib.use("Agg")  # headless: figures are rendered to PNG and shown from the files
 mode = resolve_wandb_mode(wandb_mode)

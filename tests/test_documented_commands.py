@@ -19,12 +19,10 @@ import shlex
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -32,9 +30,11 @@ from hydra.errors import OverrideParseException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+import ghmdet.distributed  # noqa: F401 -- registers the ghmdet.* resolvers
+from ghmdet.ablation.spec import Job, expand_jobs
+from ghmdet.cli import error_line
 from ghmdet.config_validation import config_problems
-from ghmdet.tables.spec import Job, expand_jobs
-from ghmdet.train import CONFIG_DIR, PROJECT_ROOT, error_line  # also registers the resolvers
+from ghmdet.paths import CONFIG_DIR, PROJECT_ROOT
 
 DOC_FILES = [PROJECT_ROOT / "README.md", *sorted((PROJECT_ROOT / "docs").glob("*.md"))]
 #: a training command (``ghmdet-train:`` is the error prefix quoted in the docs, not a command)
@@ -184,12 +184,6 @@ def training_argvs(words: list[str], printer: Path) -> list[list[str]]:
     return [argv[2:] for argv in argvs]
 
 
-@pytest.fixture(scope="module")
-def hydra_context() -> Iterator[None]:
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        yield
-
-
 def _validated(config: DictConfig) -> list[str]:
     HydraConfig.instance().set_config(config)  # what the app does, so ${hydra:...} resolves
     return config_problems(config)
@@ -286,7 +280,7 @@ def test_documented_command_parses(command: DocCommand, argv_printer: Path) -> N
 
 @pytest.mark.slow
 @pytest.mark.parametrize("command", COMMANDS, ids=IDS)
-def test_documented_command_composes(command: DocCommand, argv_printer: Path, hydra_context: None) -> None:
+def test_documented_command_composes(command: DocCommand, argv_printer: Path, hydra_conf: None) -> None:
     failures, known = [], []
     for argv in training_argvs(_words(command.text), argv_printer):
         try:
@@ -308,7 +302,7 @@ def test_documented_command_composes(command: DocCommand, argv_printer: Path, hy
 @pytest.mark.slow
 @pytest.mark.parametrize("overrides", list(KNOWN_PROBLEMS), ids=[" ".join(k) for k in KNOWN_PROBLEMS])
 @pytest.mark.xfail(strict=True, reason="a known problem (KNOWN_PROBLEMS); passing means it is fixed")
-def test_known_problems_are_still_there(overrides: tuple[str, ...], hydra_context: None) -> None:
+def test_known_problems_are_still_there(overrides: tuple[str, ...], hydra_conf: None) -> None:
     results = composition_problems(["-m", *overrides])
     assert results and all(not problems for _, problems in results)
 

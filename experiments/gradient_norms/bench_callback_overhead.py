@@ -26,9 +26,10 @@ import torch
 from hydra import compose, initialize_config_dir
 from lightning.pytorch.loggers import WandbLogger
 
-from ghmdet.analysis import GradientNormLogger
-from ghmdet.analysis.callback import _LossWatch
-from ghmdet.train import CONFIG_DIR, build
+from ghmdet.builders import build
+from ghmdet.callbacks import GradientNormLogger
+from ghmdet.callbacks.gradient_norm_logger import _LossWatch
+from ghmdet.paths import CONFIG_DIR
 
 DEFAULT_PERIOD = 50  # conf/callbacks/default.yaml
 

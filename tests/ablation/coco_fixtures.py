@@ -11,7 +11,7 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from ghmdet.tables.bootstrap import METRIC_IOUS
+from ghmdet.ablation.bootstrap import METRIC_IOUS
 
 CATEGORIES = [{"id": 3, "name": "three"}, {"id": 7, "name": "seven"}, {"id": 9, "name": "nine"}]
 

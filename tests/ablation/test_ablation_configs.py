@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from ghmdet.tables.paper import load_paper_numbers, values_match
-from ghmdet.tables.spec import AblationSpec, spec_from_config
-from ghmdet.train import CONFIG_DIR, PROJECT_ROOT  # also registers the project_root resolver
+from ghmdet.ablation.paper import load_paper_numbers, values_match
+from ghmdet.ablation.spec import AblationSpec, spec_from_config
+from ghmdet.paths import CONFIG_DIR, PROJECT_ROOT
+from tests.helpers.configs import compose_multirun, compose_train
 
 TABLES = ["bins", "momentum", "cls_loss", "reg_loss", "timing"]
 SEEDS = (0, 1, 2)
@@ -30,21 +27,17 @@ ROWS = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _hydra() -> Iterator[None]:
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        yield
+pytestmark = pytest.mark.usefixtures("hydra_conf")
 
 
 def _compose(overrides: list[str]) -> DictConfig:
     """The config one job sees (no sweeps allowed, as in a single run)."""
-    return compose(config_name="train", overrides=overrides, return_hydra_config=True)
+    return compose_train(overrides, hydra=True)
 
 
 def _compose_multirun(overrides: list[str]) -> DictConfig:
     """The config of a multirun (``-m``: sweeps allowed), as the sweep's callback sees it."""
-    loader = GlobalHydra.instance().config_loader()
-    return loader.load_configuration("train", overrides, run_mode=RunMode.MULTIRUN)
+    return compose_multirun(overrides)
 
 
 def _spec(table: str, *overrides: str) -> AblationSpec:
@@ -90,7 +83,7 @@ def test_each_job_composes_to_the_paper_setting(table: str) -> None:
         assert cfg.task_name == f"ablation_treecrowns_{table}"
         assert cfg.hydra.runtime.choices.experiment == "ablation_treecrowns"
         assert cfg.trainer.limit_val_batches == 0
-        assert cfg.hydra.callbacks.ablation_tables._target_ == "ghmdet.tables.AblationCallback"
+        assert cfg.hydra.callbacks.ablation_tables._target_ == "ghmdet.ablation.AblationCallback"
         if table == "bins":
             assert cls._target_.endswith("GHMCLoss") and cls.bins == int(row) and cls.momentum == 0.75
             assert reg._target_.endswith("SmoothL1Loss")

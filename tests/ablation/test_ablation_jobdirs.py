@@ -2,31 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hydra import initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.types import RunMode
 from omegaconf import OmegaConf
 
-from ghmdet.tables.spec import AblationSpec, SpecError, config_hash, preset_dir, spec_from_config
-from ghmdet.train import CONFIG_DIR, PROJECT_ROOT  # also registers the project_root resolver
+from ghmdet.ablation.spec import AblationSpec, SpecError, config_hash, preset_dir, spec_from_config
+from ghmdet.paths import PROJECT_ROOT
+from tests.helpers.configs import compose_multirun
 
 VERSIONED = "ablation.preset_version=1"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _hydra() -> Iterator[None]:
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        yield
+pytestmark = pytest.mark.usefixtures("hydra_conf")
 
 
 def _spec(table: str, *overrides: str) -> AblationSpec:
-    loader = GlobalHydra.instance().config_loader()
-    config = loader.load_configuration("train", [f"+ablation={table}", *overrides], run_mode=RunMode.MULTIRUN)
-    return spec_from_config(config)
+    return spec_from_config(compose_multirun([f"+ablation={table}", *overrides]))
 
 
 def _dirs(spec: AblationSpec, seed: str = "0") -> dict[str, str]:

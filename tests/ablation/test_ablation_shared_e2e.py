@@ -70,7 +70,7 @@ def test_a_shared_job_runs_once_and_both_tables_rebuild_from_outputs(tmp_path: P
     env = {**os.environ, "GHMDET_LOG_DIR": str(tmp_path / "logs")}
     out = tmp_path / "rebuilt"
     proc = subprocess.run(
-        [sys.executable, "-c", "import sys; from ghmdet.tables import main; sys.exit(main())", "--no-wandb",
+        [sys.executable, "-c", "import sys; from ghmdet.ablation import main; sys.exit(main())", "--no-wandb",
          "--out-dir", str(out)],
         capture_output=True, text=True, env=env, timeout=300,
     )  # fmt: skip

@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from coco_fixtures import detection_fixture
-from test_ablation_tables import _completed, _spec, _write
 
-from ghmdet.tables import main
-from ghmdet.tables.aggregate import build_table
-from ghmdet.tables.paper import load_paper_numbers
-from ghmdet.tables.render import csv_text, latex, markdown, runs_csv_text
+from ghmdet.ablation import main
+from ghmdet.ablation.aggregate import build_table
+from ghmdet.ablation.paper import load_paper_numbers
+from ghmdet.ablation.render import csv_text, latex, markdown, runs_csv_text
+from tests.ablation.coco_fixtures import detection_fixture
+from tests.ablation.test_ablation_tables import _completed, _spec, _write
 
 
 def _history(*points: tuple[int, float]) -> list[dict[str, float]]:

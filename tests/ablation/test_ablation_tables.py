@@ -13,12 +13,12 @@ import pytest
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import OmegaConf
 
-from ghmdet.tables import AblationCallback, main
-from ghmdet.tables.aggregate import build_table
-from ghmdet.tables.paper import PaperNumbersError, load_paper_numbers
-from ghmdet.tables.render import csv_text, latex, markdown
-from ghmdet.tables.report import write_report
-from ghmdet.tables.spec import AblationSpec, expand_jobs
+from ghmdet.ablation import AblationCallback, main
+from ghmdet.ablation.aggregate import build_table
+from ghmdet.ablation.paper import PaperNumbersError, load_paper_numbers
+from ghmdet.ablation.render import csv_text, latex, markdown
+from ghmdet.ablation.report import write_report
+from ghmdet.ablation.spec import AblationSpec, expand_jobs
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 #: expected outputs; {{sweep}} and {{commit}} stand for the fixture's sweep dir and commit

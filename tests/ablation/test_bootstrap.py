@@ -9,9 +9,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from coco_fixtures import CATEGORIES, cocoeval_ap, detection_fixture
 
-from ghmdet.tables.bootstrap import (
+from ghmdet.ablation.bootstrap import (
     METRIC_IOUS,
     BootstrapError,
     draw_counts,
@@ -22,6 +21,7 @@ from ghmdet.tables.bootstrap import (
     read_results,
     replicate_ap,
 )
+from tests.ablation.coco_fixtures import CATEGORIES, cocoeval_ap, detection_fixture
 
 
 def _write(tmp_path: Path, name: str, payload: Any) -> Path:

@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 import torch
 from lightning.pytorch.loggers import WandbLogger
-from tiny_detector import Batch, make_batch, make_model
 
-from ghmdet.analysis import GradientNormLogger, norm_histogram
+from ghmdet.analysis import norm_histogram
 from ghmdet.analysis.collect import collect_gradient_norms
+from ghmdet.callbacks import GradientNormLogger
 from ghmdet.losses import BCELoss, FocalLoss, GHMCLoss, GHMRLoss, SmoothL1Loss, gradient_norm_cls
+from tests.analysis.tiny_detector import Batch, make_batch, make_model
 
 
 class RecordingWandbLogger(WandbLogger):
@@ -98,7 +99,7 @@ def test_logged_weights_are_the_weights_ghm_applied() -> None:
 def test_without_a_wandb_logger_it_says_so_and_does_nothing(caplog) -> None:
     model = make_model(GHMCLoss(), GHMRLoss())
     callback = GradientNormLogger()
-    with caplog.at_level(logging.INFO, logger="ghmdet.analysis.callback"):
+    with caplog.at_level(logging.INFO, logger="ghmdet.callbacks.gradient_norm_logger"):
         callback.setup(fake_trainer(object()), SimpleNamespace(model=model), "fit")
     assert not callback.active
     assert "no W&B logger" in caplog.text
@@ -108,7 +109,7 @@ def test_non_ghm_losses_are_skipped_unless_asked(caplog) -> None:
     batch = make_batch()
     model = make_model(FocalLoss(), SmoothL1Loss()).train()
     logger = RecordingWandbLogger()
-    with caplog.at_level(logging.INFO, logger="ghmdet.analysis.callback"):
+    with caplog.at_level(logging.INFO, logger="ghmdet.callbacks.gradient_norm_logger"):
         quiet = GradientNormLogger()
         quiet.setup(fake_trainer(logger), SimpleNamespace(model=model), "fit")
     assert not quiet.active and "not GHM" in caplog.text

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny_detector import Batch, make_batch, make_model
 from torch import Tensor
 
 from ghmdet.analysis import collect_gradient_norms, recorded_loss_inputs
 from ghmdet.losses import BCELoss, GHMCLoss, GHMRLoss, SmoothL1Loss
 from ghmdet.model import GHMRetinaNet
+from tests.analysis.tiny_detector import Batch, make_batch, make_model
 
 
 def reference_norms(model: GHMRetinaNet, batch: Batch, mu: float = 0.02) -> dict[str, Tensor]:

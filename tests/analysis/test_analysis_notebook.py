@@ -11,7 +11,8 @@ from pathlib import Path
 import jupytext
 import pytest
 
-from ghmdet.train import PROJECT_ROOT
+from ghmdet.paths import PROJECT_ROOT
+from tests.helpers.configs import compose_train
 
 NOTEBOOK = PROJECT_ROOT / "notebooks" / "gradient_norms.ipynb"
 SOURCE = PROJECT_ROOT / "notebooks" / "gradient_norms.py"
@@ -89,14 +90,10 @@ def test_notebook_runs_on_the_tiny_preset_and_writes_the_figures(tmp_path: Path)
 
 @pytest.mark.parametrize("benchmark", ["treecrowns", "digits"])
 def test_the_notebook_self_trains_on_either_benchmark(benchmark: str) -> None:
-    from hydra import compose, initialize_config_dir
-
     from ghmdet.analysis import benchmark_run_overrides, short_run_overrides
-    from ghmdet.train import CONFIG_DIR
 
     overrides = [*benchmark_run_overrides(benchmark), *short_run_overrides("ghm", 5, wandb=False)]
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=overrides)
+    cfg = compose_train(overrides)
     assert cfg.data.prepare == benchmark and cfg.trainer.max_steps == 5
     assert cfg.callbacks.gradient_norms.only_ghm is False
     with pytest.raises(ValueError, match="benchmark must be one of"):

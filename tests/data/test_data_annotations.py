@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from ghmdet.data.annotations import DatasetError, load_coco_annotations, read_num_classes
-from ghmdet.data.coco import CocoDetectionDataset
+from ghmdet.data.dataset import CocoDetectionDataset
 
 Mutation = Callable[[dict[str, Any]], None]
 

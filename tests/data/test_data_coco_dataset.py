@@ -13,7 +13,7 @@ from PIL import Image
 from pycocotools.coco import COCO
 
 from ghmdet.data.annotations import DatasetError
-from ghmdet.data.coco import CocoDetectionDataset
+from ghmdet.data.dataset import CocoDetectionDataset
 
 
 @pytest.fixture

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from ghmdet.data.annotations import DatasetError
-from ghmdet.data.coco import CocoDetectionDataset, DetectionDataModule
+from ghmdet.data.datamodule import DetectionDataModule
+from ghmdet.data.dataset import CocoDetectionDataset
 from ghmdet.data.synthetic import make_synthetic_coco
 
 SPLIT_PATHS = {
@@ -167,7 +168,7 @@ def test_constructor_rejects_bad_values(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "target", ["ghmdet.data.DetectionDataModule", "ghmdet.data.coco.DetectionDataModule"]
+    "target", ["ghmdet.data.DetectionDataModule", "ghmdet.data.datamodule.DetectionDataModule"]
 )
 def test_hydra_can_instantiate_it(synthetic_root: Path, target: str) -> None:
     from hydra.utils import instantiate

@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from ghmdet.data.annotations import DatasetError
-from ghmdet.data.coco import CocoDetectionDataset
+from ghmdet.data.dataset import CocoDetectionDataset
 
 MAX_EXAMPLES = int(os.environ.get("GHMDET_FUZZ_EXAMPLES", "200"))
 DERANDOMIZE = os.environ.get("GHMDET_FUZZ_RANDOM", "0") != "1"

@@ -1,6 +1,6 @@
 """Every image mode Pillow opens is served with its content (known pixel values) or refused in one line.
 
-Rules: :mod:`ghmdet.data.coco` (module docstring) and ``docs/data.md``. Each case writes one image whose
+Rules: :mod:`ghmdet.data.images` (module docstring) and ``docs/data.md``. Each case writes one image whose
 pixel values are known, lists it in a one-image COCO file and compares what the dataset serves.
 """
 
@@ -17,7 +17,8 @@ import torch
 from PIL import Image
 
 from ghmdet.data.annotations import DatasetError
-from ghmdet.data.coco import CocoDetectionDataset, decode_rgb, image_mode_problem
+from ghmdet.data.dataset import CocoDetectionDataset
+from ghmdet.data.images import decode_rgb, image_mode_problem
 
 ORIENTATION = 0x0112
 #: 16-bit values and their 8-bit high bytes (the documented rule: v >> 8)

@@ -9,13 +9,8 @@ from typing import Any
 import pytest
 import torch
 
-from ghmdet.data.coco import (
-    DetectionDataModule,
-    ResumableDataLoader,
-    ResumableRandomSampler,
-    derive_seed,
-    private_torch_rng,
-)
+from ghmdet.data.datamodule import DetectionDataModule
+from ghmdet.data.resumable import ResumableDataLoader, ResumableRandomSampler, derive_seed, private_torch_rng
 from ghmdet.data.synthetic import make_synthetic_coco
 
 

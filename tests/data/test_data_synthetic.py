@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ghmdet.data.coco import CocoDetectionDataset
+from ghmdet.data.dataset import CocoDetectionDataset
 from ghmdet.data.synthetic import make_synthetic_coco
 
 

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from ghmdet.data import treecrowns
-from ghmdet.data.coco import CocoDetectionDataset
+from ghmdet.data.dataset import CocoDetectionDataset
 from ghmdet.data.treecrowns import (
     TRAIN_SOURCES,
     VAL_SOURCES,

@@ -43,7 +43,7 @@ def _check_job_dir(job: Path, seed: int) -> None:
     record = json.loads((job / "metrics.json").read_text())
     assert record["status"] == "completed", record.get("reason")
     assert record["seed"] == seed and record["iterations"] == 4
-    assert record["config"]["trainer"]["sync_ghm_stats"] is True
+    assert record["config"]["ghm_stats"]["sync"] is True
     assert record["config"]["loss"]["cls"]["sync_stats"] and record["config"]["loss"]["reg"]["sync_stats"]
     # rank 1 neither moved rank 0's record aside nor wrote its own
     assert not list(job.glob("metrics.*.json")), sorted(p.name for p in job.iterdir())

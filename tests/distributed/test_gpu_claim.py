@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from ghmdet import distributed
+from ghmdet.distributed import gpu_claim
 
 
 @pytest.fixture
 def fresh_claims(monkeypatch: pytest.MonkeyPatch) -> list[object]:
     """No claim held by this process; the handles claimed during the test are closed afterwards."""
     handles: list[object] = []
-    monkeypatch.setattr(distributed, "_CLAIMED", None)
-    monkeypatch.delenv(distributed.GPU_POOL_ENV, raising=False)
+    monkeypatch.setattr(gpu_claim, "_CLAIMED", None)
+    monkeypatch.delenv(gpu_claim.GPU_POOL_ENV, raising=False)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     yield handles
     for handle in handles:
@@ -25,9 +25,9 @@ def fresh_claims(monkeypatch: pytest.MonkeyPatch) -> list[object]:
 
 
 def _claim(tmp_path: Path, handles: list[object], **kwargs: object) -> str:
-    distributed._CLAIMED = None  # as a new job process would start
-    gpu = distributed.claim_gpu(lock_dir=tmp_path, **kwargs)  # type: ignore[arg-type]
-    handles.append(distributed._CLAIMED[1])  # type: ignore[index]
+    gpu_claim._CLAIMED = None  # as a new job process would start
+    gpu = gpu_claim.claim_gpu(lock_dir=tmp_path, **kwargs)  # type: ignore[arg-type]
+    handles.append(gpu_claim._CLAIMED[1])  # type: ignore[index]
     return gpu
 
 
@@ -45,13 +45,13 @@ def test_each_process_gets_its_own_gpu(tmp_path: Path, fresh_claims: list[object
 def test_a_process_keeps_its_gpu_for_later_jobs(tmp_path: Path, fresh_claims: list[object]) -> None:
     first = _claim(tmp_path, fresh_claims, pool=["0", "1"])
     os.environ["CUDA_VISIBLE_DEVICES"] = "something else"
-    assert distributed.claim_gpu(lock_dir=tmp_path, pool=["1"]) == first  # sticky: CUDA read it once
+    assert gpu_claim.claim_gpu(lock_dir=tmp_path, pool=["1"]) == first  # sticky: CUDA read it once
     assert os.environ["CUDA_VISIBLE_DEVICES"] == first
 
 
 def test_locks_are_released_when_a_job_process_dies(tmp_path: Path, fresh_claims: list[object]) -> None:
     code = (
-        "from ghmdet import distributed as d; import sys; "
+        "from ghmdet.distributed import gpu_claim as d; import sys; "
         f"print(d.claim_gpu(lock_dir={str(tmp_path)!r}, pool=['0', '1'], wait_s=0)); sys.stdout.flush(); "
         "sys.stdin.read()"
     )
@@ -69,13 +69,13 @@ def test_locks_are_released_when_a_job_process_dies(tmp_path: Path, fresh_claims
 
 def test_pool_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch, fresh_claims: list[object]) -> None:
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
-    assert distributed.gpu_pool() == ["2", "3"] and distributed.gpu_count() == 2
-    monkeypatch.setenv(distributed.GPU_POOL_ENV, "5")
-    assert distributed.gpu_pool() == ["5"]
-    monkeypatch.setenv(distributed.GPU_POOL_ENV, "")
-    assert distributed.gpu_count() == 1  # no GPU: one job at a time
+    assert gpu_claim.gpu_pool() == ["2", "3"] and gpu_claim.gpu_count() == 2
+    monkeypatch.setenv(gpu_claim.GPU_POOL_ENV, "5")
+    assert gpu_claim.gpu_pool() == ["5"]
+    monkeypatch.setenv(gpu_claim.GPU_POOL_ENV, "")
+    assert gpu_claim.gpu_count() == 1  # no GPU: one job at a time
 
 
 def test_no_gpu_is_a_clear_error(tmp_path: Path, fresh_claims: list[object]) -> None:
     with pytest.raises(RuntimeError, match="no GPU was found"):
-        distributed.claim_gpu(lock_dir=tmp_path, pool=[])
+        gpu_claim.claim_gpu(lock_dir=tmp_path, pool=[])

@@ -11,11 +11,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from ghmdet.losses import GHMCLoss
-from ghmdet.train import CONFIG_DIR
+from tests.helpers.configs import compose_train
 
 FP16_MAX = torch.finfo(torch.float16).max
 
@@ -41,8 +40,7 @@ def test_weights_beyond_the_fp16_range_stay_finite() -> None:
 
 
 def _tiny_model():
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=["experiment=tiny"])
+    cfg = compose_train(["experiment=tiny"])
     torch.manual_seed(0)
     return instantiate(
         cfg.model, num_classes=2, cls_loss=instantiate(cfg.loss.cls), reg_loss=instantiate(cfg.loss.reg)

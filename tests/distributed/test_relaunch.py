@@ -1,4 +1,4 @@
-"""The Lightning + Hydra re-launch fix and the job scope of ghmdet.distributed (no processes started)."""
+"""The Lightning + Hydra re-launch fix and its job scope (ghmdet.distributed.relaunch; no processes run)."""
 
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf, open_dict
 
-from ghmdet import distributed
-from ghmdet.train import CONFIG_DIR
+from ghmdet.distributed import relaunch
+from ghmdet.distributed.ranks import is_rank_zero
+from tests.helpers.configs import compose_train, hydra_on_conf
 
 RUN_DIR = "/scratch/sweeps/a b,c=d/it's/0"  # space, comma, equals, quote: all must survive the round trip
 
@@ -24,8 +24,7 @@ RUN_DIR = "/scratch/sweeps/a b,c=d/it's/0"  # space, comma, equals, quote: all m
 @pytest.fixture
 def multirun_job(tmp_path: Path) -> Iterator[None]:
     """HydraConfig as Hydra sets it inside job 0 of ``-m seed=0,1 loss/cls=focal``."""
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=["seed=0", "loss/cls=focal"], return_hydra_config=True)
+    cfg = compose_train(["seed=0", "loss/cls=focal"], hydra=True)
     with open_dict(cfg):
         cfg.hydra.overrides.task = ["seed=0", "loss/cls=focal", "trainer.precision='bf16-mixed'"]
         cfg.hydra.overrides.hydra = [
@@ -36,7 +35,7 @@ def multirun_job(tmp_path: Path) -> Iterator[None]:
             "hydra.job.chdir=false",
             "hydra.verbose=true",
         ]
-        cfg.hydra.callbacks = {"tables": {"_target_": "ghmdet.tables.AblationCallback"}}  # a sweep's hook
+        cfg.hydra.callbacks = {"tables": {"_target_": "ghmdet.ablation.AblationCallback"}}  # a sweep's hook
         cfg.hydra.runtime.output_dir = RUN_DIR
         cfg.hydra.runtime.cwd = str(tmp_path)
         cfg.hydra.job.num = 0
@@ -48,7 +47,7 @@ def multirun_job(tmp_path: Path) -> Iterator[None]:
 
 
 def test_child_replays_this_job_only_in_its_output_dir(multirun_job: None, tmp_path: Path) -> None:
-    command, cwd = distributed.hydra_child_command(local_rank=1)
+    command, cwd = relaunch.hydra_child_command(local_rank=1)
     assert command[:3] == [sys.executable, "-m", "ghmdet.train"]
     assert cwd == str(tmp_path)
     args = command[3:]
@@ -69,8 +68,8 @@ def test_child_replays_this_job_only_in_its_output_dir(multirun_job: None, tmp_p
 def test_child_overrides_compose_to_the_same_job(tmp_path: Path) -> None:
     """The child's command line composes to the parent job's config, without the sweep's Hydra callbacks."""
     job = ["+ablation=bins", "loss.cls.bins=5", "seed=1"]
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        parent = compose(config_name="train", overrides=job, return_hydra_config=True)
+    with hydra_on_conf():
+        parent = compose_train(job, hydra=True)
         assert "ablation_tables" in parent.hydra.callbacks
         with open_dict(parent):
             parent.hydra.overrides.task = job
@@ -78,10 +77,10 @@ def test_child_overrides_compose_to_the_same_job(tmp_path: Path) -> None:
             parent.hydra.runtime.cwd = str(tmp_path)
         HydraConfig.instance().set_config(parent)
         try:
-            command, _ = distributed.hydra_child_command(1)
+            command, _ = relaunch.hydra_child_command(1)
         finally:
             HydraConfig.instance().cfg = None
-        child = compose(config_name="train", overrides=command[3:], return_hydra_config=True)
+        child = compose_train(command[3:], hydra=True)
     assert dict(child.hydra.callbacks) == {}
     assert child.hydra.run.dir == str(tmp_path / "job")
     strip = [k for k in parent if k != "hydra"]
@@ -90,7 +89,7 @@ def test_child_overrides_compose_to_the_same_job(tmp_path: Path) -> None:
 
 def test_child_command_needs_a_hydra_job() -> None:
     with pytest.raises(RuntimeError, match="initialised Hydra job"):
-        distributed.hydra_child_command(1)
+        relaunch.hydra_child_command(1)
 
 
 def test_job_scope_patches_lightning_and_restores_everything(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -98,11 +97,11 @@ def test_job_scope_patches_lightning_and_restores_everything(monkeypatch: pytest
     from lightning.pytorch.strategies.launchers import subprocess_script as pytorch_launcher
 
     original = pytorch_launcher._hydra_subprocess_cmd
-    for key in distributed.DDP_ENV_KEYS:
+    for key in relaunch.DDP_ENV_KEYS:
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     threads = torch.get_num_threads()
-    with pytest.raises(KeyError), distributed.hydra_ddp_job():
+    with pytest.raises(KeyError), relaunch.hydra_ddp_job():
         assert pytorch_launcher._hydra_subprocess_cmd is not original
         assert fabric_launcher._hydra_subprocess_cmd is pytorch_launcher._hydra_subprocess_cmd
         # what Lightning's launcher and seed_everything leave in the parent's environment
@@ -122,16 +121,16 @@ def test_job_scope_patches_lightning_and_restores_everything(monkeypatch: pytest
 
 def test_children_are_awaited_and_their_failures_reported(caplog: pytest.LogCaptureFixture) -> None:
     fine = subprocess.Popen([sys.executable, "-c", "pass"])
-    distributed._wait_for_children([fine], timeout_s=60, failed=False)
+    relaunch._wait_for_children([fine], timeout_s=60, failed=False)
     assert fine.returncode == 0
     broken = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
-    distributed._wait_for_children([broken], timeout_s=60, failed=False)
+    relaunch._wait_for_children([broken], timeout_s=60, failed=False)
     assert "exited with code(s) [3]" in caplog.text
 
 
 def test_children_of_a_failed_job_are_stopped() -> None:
     stuck = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
-    distributed._wait_for_children([stuck], timeout_s=0.5, failed=True)
+    relaunch._wait_for_children([stuck], timeout_s=0.5, failed=True)
     assert stuck.poll() is not None
 
 
@@ -154,4 +153,4 @@ def test_rank_zero_from_the_environment(
         monkeypatch.delenv(key, raising=False)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    assert distributed.is_rank_zero() is expected
+    assert is_rank_zero() is expected

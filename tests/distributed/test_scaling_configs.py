@@ -7,24 +7,19 @@ import stat
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
-from ghmdet import distributed
-from ghmdet.train import CONFIG_DIR
-
-
-def _compose(overrides: list[str], hydra: bool = False) -> DictConfig:
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return compose(config_name="train", overrides=overrides, return_hydra_config=hydra)
+from ghmdet.distributed.gpu_claim import ONE_GPU_PER_JOB_ENV
+from ghmdet.distributed.lr_scaling import scaled_lr
+from tests.helpers.configs import compose_train
 
 
 def test_ddp_trainer_syncs_ghm_statistics_and_builds_lightning_ddp() -> None:
     from lightning.pytorch.strategies import DDPStrategy
 
-    cfg = _compose(["trainer=ddp"])
-    assert cfg.trainer.sync_ghm_stats is True
+    cfg = compose_train(["trainer=ddp"])
+    assert cfg.ghm_stats.sync is True
     assert cfg.loss.cls.sync_stats is True and cfg.loss.reg.sync_stats is True
     assert (cfg.trainer.devices, cfg.trainer.num_nodes, cfg.trainer.accelerator) == (8, 1, "gpu")
     strategy = instantiate(cfg.trainer.strategy)
@@ -32,7 +27,7 @@ def test_ddp_trainer_syncs_ghm_statistics_and_builds_lightning_ddp() -> None:
     assert strategy._ddp_kwargs == {"find_unused_parameters": False, "broadcast_buffers": False}
     # single-process trainers keep per-process statistics (no collective)
     for trainer in ("cpu", "gpu"):
-        assert _compose([f"trainer={trainer}"]).loss.cls.sync_stats is False
+        assert compose_train([f"trainer={trainer}"]).loss.cls.sync_stats is False
 
 
 @pytest.mark.parametrize(
@@ -51,15 +46,15 @@ def test_ddp_trainer_syncs_ghm_statistics_and_builds_lightning_ddp() -> None:
 def test_paper_lr_follows_the_global_batch(
     experiment: str, overrides: list[str], lr: float, global_batch: int
 ) -> None:
-    cfg = _compose([f"experiment={experiment}", *overrides])
+    cfg = compose_train([f"experiment={experiment}", *overrides])
     devices = cfg.trainer.devices * cfg.trainer.get("num_nodes", 1)
     assert cfg.data.batch_size * devices == global_batch
     assert cfg.optimizer.lr == pytest.approx(lr)
-    assert cfg.trainer.sync_ghm_stats is (cfg.trainer.get("strategy") is not None)
+    assert cfg.ghm_stats.sync is (cfg.trainer.get("strategy") is not None)
 
 
 def test_paper_recipe_is_the_released_one() -> None:
-    cfg = _compose(["experiment=paper_r50_1x"])
+    cfg = compose_train(["experiment=paper_r50_1x"])
     assert cfg.data.train_images == "train2017" and cfg.data.val_images == "val2017"
     assert cfg.data.train_annotations == "annotations/instances_train2017.json"
     assert (cfg.optimizer.momentum, cfg.optimizer.weight_decay) == (0.9, 1e-4)
@@ -70,16 +65,16 @@ def test_paper_recipe_is_the_released_one() -> None:
 
 def test_coco_root_is_configurable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COCO_ROOT", "/datasets/coco2017")
-    assert _compose(["experiment=paper_r50_1x"]).data.root == "/datasets/coco2017"
-    assert _compose(["experiment=paper_r50_1x", "data.root=/x"]).data.root == "/x"
+    assert compose_train(["experiment=paper_r50_1x"]).data.root == "/datasets/coco2017"
+    assert compose_train(["experiment=paper_r50_1x", "data.root=/x"]).data.root == "/x"
 
 
 @pytest.mark.parametrize("devices", ["auto", -1, 0])
 def test_lr_scaling_refuses_an_unknown_device_count(devices: object) -> None:
     with pytest.raises(ValueError, match=r"trainer.devices=8"):
-        distributed.scaled_lr(0.01, 16, 2, devices, 1)
-    assert distributed.scaled_lr(0.01, 16, 2, [0, 1, 2, 3], 1) == pytest.approx(0.005)
-    assert distributed.scaled_lr(0.01, 16, 2, "0,1", 1) == pytest.approx(0.0025)
+        scaled_lr(0.01, 16, 2, devices, 1)
+    assert scaled_lr(0.01, 16, 2, [0, 1, 2, 3], 1) == pytest.approx(0.005)
+    assert scaled_lr(0.01, 16, 2, "0,1", 1) == pytest.approx(0.0025)
 
 
 # ------------------------------------------------------------------------------------------------ SLURM
@@ -89,14 +84,14 @@ def test_slurm_launcher_follows_the_trainer(monkeypatch: pytest.MonkeyPatch) -> 
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     monkeypatch.setenv("GHMDET_SLURM_PARTITION", "a100")
     monkeypatch.setenv("GHMDET_SLURM_TIMEOUT_MIN", "720")
-    cfg = _compose(["hydra/launcher=slurm", "experiment=paper_r50_1x", "trainer.num_nodes=2"], True)
+    cfg = compose_train(["hydra/launcher=slurm", "experiment=paper_r50_1x", "trainer.num_nodes=2"], True)
     launcher = instantiate(cfg.hydra.launcher)
     assert type(launcher).__name__ == "SlurmLauncher"
     params = launcher.params
     assert (params["nodes"], params["gpus_per_node"], params["tasks_per_node"]) == (2, 8, 8)
     assert (params["partition"], params["timeout_min"], params["cpus_per_task"]) == ("a100", 720, 8)
     assert params["max_num_timeout"] >= 1  # requeued on time-out; the job resumes from last.ckpt
-    single = instantiate(_compose(["hydra/launcher=slurm", "trainer=gpu"], True).hydra.launcher).params
+    single = instantiate(compose_train(["hydra/launcher=slurm", "trainer=gpu"], True).hydra.launcher).params
     assert (single["nodes"], single["gpus_per_node"], single["tasks_per_node"]) == (1, 1, 1)
 
 
@@ -110,7 +105,9 @@ def test_slurm_batch_script_has_one_task_per_gpu(tmp_path: Path, monkeypatch: py
     fake_srun.write_text("#!/bin/sh\nexit 1\n")
     fake_srun.chmod(fake_srun.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setenv("PATH", f"{fake_srun.parent}{os.pathsep}{os.environ['PATH']}")
-    cfg = _compose(["hydra/launcher=slurm", "experiment=paper_r50_1x", f"hydra.sweep.dir={tmp_path}"], True)
+    cfg = compose_train(
+        ["hydra/launcher=slurm", "experiment=paper_r50_1x", f"hydra.sweep.dir={tmp_path}"], True
+    )
     params = dict(instantiate(cfg.hydra.launcher).params)
     executor = submitit.AutoExecutor(
         folder=tmp_path / "submitit", cluster="slurm", slurm_max_num_timeout=params.pop("max_num_timeout")
@@ -138,11 +135,12 @@ def test_slurm_batch_script_has_one_task_per_gpu(tmp_path: Path, monkeypatch: py
 def test_joblib_launcher_runs_one_job_per_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
     monkeypatch.setenv("GHMDET_GPU_POOL", "0,1,2")
-    cfg = _compose(["hydra/launcher=joblib_gpus", "trainer=gpu"], True)
+    cfg = compose_train(["hydra/launcher=joblib_gpus", "trainer=gpu"], True)
     assert cfg.hydra.launcher.n_jobs == 3
-    assert cfg.hydra.job.env_set[distributed.ONE_GPU_PER_JOB_ENV] == "1"
+    assert cfg.hydra.job.env_set[ONE_GPU_PER_JOB_ENV] == "1"
     launcher = instantiate(cfg.hydra.launcher)
     assert type(launcher).__name__ == "JoblibLauncher"
     assert (
-        _compose(["hydra/launcher=joblib_gpus", "hydra.launcher.n_jobs=2"], True).hydra.launcher.n_jobs == 2
+        compose_train(["hydra/launcher=joblib_gpus", "hydra.launcher.n_jobs=2"], True).hydra.launcher.n_jobs
+        == 2
     )

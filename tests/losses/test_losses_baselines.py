@@ -1,4 +1,4 @@
-"""Baselines: focal = torchvision, OHEM row selection, regression closed forms, normalisers, registry."""
+"""Baselines: focal = torchvision, OHEM row selection, regression closed forms, normalisers, config groups."""
 
 from __future__ import annotations
 
@@ -10,8 +10,6 @@ import torch.nn.functional as F
 from torchvision.ops import sigmoid_focal_loss
 
 from ghmdet.losses import (
-    CLS_LOSSES,
-    REG_LOSSES,
     AuthenticSmoothL1Loss,
     BCELoss,
     FocalLoss,
@@ -32,14 +30,14 @@ def cls_batch(seed: int = 0, rows: int = 40, classes: int = 5):
     return logits, targets
 
 
-def test_registries() -> None:
-    assert {"ce": BCELoss, "focal": FocalLoss, "ohem": OHEMLoss, "ghmc": GHMCLoss} == CLS_LOSSES
+def test_config_groups_name_every_loss(cls_losses: dict[str, type], reg_losses: dict[str, type]) -> None:
+    assert {"ce": BCELoss, "focal": FocalLoss, "ohem": OHEMLoss, "ghmc": GHMCLoss} == cls_losses
     assert {
         "l1": L1Loss,
         "smooth_l1": SmoothL1Loss,
         "asl1": AuthenticSmoothL1Loss,
         "ghmr": GHMRLoss,
-    } == REG_LOSSES
+    } == reg_losses
 
 
 @pytest.mark.parametrize(("alpha", "gamma"), [(0.25, 2.0), (0.5, 1.0), (None, 2.0)])

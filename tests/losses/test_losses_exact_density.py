@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from ghm_reference import brute_force_exact_ghmc, brute_force_window_counts
 
 from ghmdet.losses import GHMCLoss, GHMRLoss, exact_gradient_density, exact_window_counts
+from tests.losses.ghm_reference import brute_force_exact_ghmc, brute_force_window_counts
 
 
 def tricky_norms(generator: torch.Generator, bins: int) -> torch.Tensor:

@@ -143,7 +143,7 @@ def test_bad_tta_settings_are_named() -> None:
 
 def test_validation_is_single_pass_and_the_test_scores_both(monkeypatch: pytest.MonkeyPatch) -> None:
     """Periodic validation costs one pass per image; the test step runs the TTA views and the single pass."""
-    from ghmdet.lit import DetectionModule
+    from ghmdet.module import DetectionModule
 
     module = DetectionModule(_model("dihedral"), optimizer=torch.optim.SGD)
     passes: list[int] = []

@@ -7,7 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from reliability_helpers import cli_env, train_command
+
+from tests.reliability.reliability_helpers import cli_env, train_command
 
 
 @pytest.fixture(scope="session")

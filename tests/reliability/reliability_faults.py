@@ -113,7 +113,7 @@ def full_disk_open(room: int = 4096) -> Any:
 
 
 class FullDisk(L.Callback):
-    """From global step ``step`` on, the checkpoint writes of :mod:`ghmdet.reliability` hit a full disk.
+    """From global step ``step`` on, the checkpoint writes of :mod:`ghmdet.run.checkpoint_io` hit a full disk.
 
     Simulates a disk that fills up mid-run (the run's other files, metrics.json among them, still write).
     """
@@ -125,9 +125,9 @@ class FullDisk(L.Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
     ) -> None:
         if trainer.global_step == self.step:
-            import ghmdet.reliability
+            import ghmdet.run.checkpoint_io
 
-            ghmdet.reliability.open = full_disk_open(self.room)  # type: ignore[attr-defined]
+            ghmdet.run.checkpoint_io.open = full_disk_open(self.room)  # type: ignore[attr-defined]
 
 
 class SendSignal(L.Callback):

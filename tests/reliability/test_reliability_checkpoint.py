@@ -10,9 +10,14 @@ from typing import Any
 
 import pytest
 import torch
-from reliability_helpers import read_record
 
-from ghmdet.reliability import AtomicCheckpointIO, CheckpointError, check_checkpoint, load_checkpoint_safely
+from ghmdet.run.checkpoint_io import (
+    AtomicCheckpointIO,
+    CheckpointError,
+    check_checkpoint,
+    load_checkpoint_safely,
+)
+from tests.reliability.reliability_helpers import read_record
 
 
 class Payload:

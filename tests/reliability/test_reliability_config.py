@@ -8,17 +8,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
-from reliability_helpers import read_record
 
 from ghmdet.config_validation import ConfigError, config_problems, validate_config
-from ghmdet.train import CONFIG_DIR
+from tests.helpers.configs import compose_train
+from tests.reliability.reliability_helpers import read_record
 
 
 def _compose(overrides: list[str]) -> DictConfig:
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return compose(config_name="train", overrides=[*overrides, "paths.output_dir=/tmp/unused"])
+    return compose_train([*overrides, "paths.output_dir=/tmp/unused"])
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 import torch
-from reliability_helpers import read_record
+
+from tests.reliability.reliability_helpers import read_record
 
 pytestmark = pytest.mark.slow
 

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 import torch
-from reliability_helpers import read_record
 
-from ghmdet.reliability import all_finite
+from ghmdet.run.divergence import all_finite
+from tests.reliability.reliability_helpers import read_record
 
 pytestmark = pytest.mark.slow
 

@@ -12,7 +12,12 @@ from typing import Any
 
 import pytest
 import torch
-from reliability_helpers import read_record, run_and_signal_after_next_checkpoint, train_command
+
+from tests.reliability.reliability_helpers import (
+    read_record,
+    run_and_signal_after_next_checkpoint,
+    train_command,
+)
 
 pytestmark = pytest.mark.slow
 

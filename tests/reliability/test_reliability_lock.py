@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from reliability_helpers import TINY, cli_env, read_record, train_command
 
-from ghmdet.reliability import LOCK_FILE, RunDirBusyError, RunDirLock
+from ghmdet.run.run_dir import LOCK_FILE, RunDirBusyError, RunDirLock
+from tests.reliability.reliability_helpers import TINY, cli_env, read_record, train_command
 
 
 def dead_pid() -> int:

@@ -13,12 +13,13 @@ from typing import Any
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from reliability_faults import full_disk_open
 
-from ghmdet import reliability
-from ghmdet.reliability import AtomicCheckpointIO, OutputDirError, check_checkpoint, check_output_dir
-from ghmdet.train import CONFIG_DIR, run
+from ghmdet.run import checkpoint_io
+from ghmdet.run.checkpoint_io import AtomicCheckpointIO, check_checkpoint
+from ghmdet.run.run_dir import OutputDirError, check_output_dir
+from ghmdet.train import run
+from tests.helpers.configs import compose_train
+from tests.reliability.reliability_faults import full_disk_open
 
 EARLIER = {"status": "completed", "metrics": {"AP": 0.25}, "note": "an earlier result"}
 
@@ -69,16 +70,14 @@ def test_full_disk_at_start_up_leaves_the_earlier_result(
 ) -> None:
     run_dir = tmp_path / "run"
     before = earlier_run(run_dir)
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose(
-            config_name="train",
-            overrides=[
-                "experiment=tiny",
-                "skip_completed=false",
-                f"paths.output_dir={run_dir}",
-                f"paths.data_dir={tmp_path / 'data'}",
-            ],
-        )
+    cfg = compose_train(
+        [
+            "experiment=tiny",
+            "skip_completed=false",
+            f"paths.output_dir={run_dir}",
+            f"paths.data_dir={tmp_path / 'data'}",
+        ]
+    )
 
     def full(fd: int) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
@@ -122,7 +121,7 @@ def test_a_disk_filling_up_during_a_checkpoint_save_names_the_disk(
     io = AtomicCheckpointIO()
     io.save_checkpoint({"state_dict": {"w": torch.zeros(2)}, "global_step": 10}, path)
     # torch's zip writer turns the failed write into "RuntimeError: [enforce fail at inline_container.cc]"
-    monkeypatch.setattr(reliability, "open", full_disk_open(room=100), raising=False)
+    monkeypatch.setattr(checkpoint_io, "open", full_disk_open(room=100), raising=False)
     with pytest.raises(OSError) as error:
         io.save_checkpoint({"state_dict": {"w": torch.ones(10_000)}, "global_step": 20}, path)
     assert error.value.errno == errno.ENOSPC and error.value.filename == str(path)

@@ -19,9 +19,14 @@ from typing import Any
 
 import pytest
 import torch
-from reliability_helpers import cli_env, read_record, run_and_signal_after_next_checkpoint, train_command
 
-from ghmdet.reliability import RNG_STATES_KEY
+from ghmdet.run.rng_state import RNG_STATES_KEY
+from tests.reliability.reliability_helpers import (
+    cli_env,
+    read_record,
+    run_and_signal_after_next_checkpoint,
+    train_command,
+)
 
 pytestmark = pytest.mark.slow
 

@@ -4,6 +4,7 @@ change the result (threads, loggers, paths, ...) are allowed, and recorded when 
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import shutil
 from collections.abc import Callable
@@ -11,9 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from reliability_helpers import read_record
+from omegaconf import OmegaConf
 
-from ghmdet.reliability import REDACTED, compare_run_configs
+from ghmdet.ablation.spec import JOB_DIR_IGNORE
+from ghmdet.paths import CONFIG_DIR
+from ghmdet.run.config_compare import RESULT_NEUTRAL_KEYS, compare_run_configs
+from ghmdet.run.redaction import REDACTED
+from tests.reliability.reliability_helpers import read_record
 
 STARTED = {
     "seed": 0,
@@ -85,6 +90,17 @@ def test_execution_logging_and_location_keys_are_allowed() -> None:
 def test_other_data_under_the_same_paths_is_a_change() -> None:
     changes, _ = compare_run_configs(STARTED, changed(data__root="/old/data/treecrowns"))
     assert keys(changes) == ["data.root"]
+
+
+def test_what_an_ablation_job_dir_hash_ignores_is_result_neutral_for_resume_and_skip() -> None:
+    # Two lists on purpose: the job-dir hash ignores fewer keys than resume and skip allow (loader workers,
+    # progress bars, callbacks are hashed), and widening it would move every existing shared job dir. But a
+    # key left out of the hash must never change a result either.
+    defaults = OmegaConf.load(CONFIG_DIR / "ablation" / "sweep" / "default.yaml").ablation.job_dir_ignore
+    ignored = [key for key in [*JOB_DIR_IGNORE, *defaults] if key != "hydra"]  # the hydra node: not recorded
+    assert ignored
+    for key in ignored:
+        assert any(fnmatch.fnmatchcase(key, pattern) for pattern in RESULT_NEUTRAL_KEYS), key
 
 
 def test_a_redacted_secret_is_no_change(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from reliability_helpers import cli_env, read_record
 
-from ghmdet.reliability import REDACTED, RedactingFilter, redact, redact_text, secret_values
+from ghmdet.run.redaction import REDACTED, RedactingFilter, redact, redact_text, secret_values
+from tests.reliability.reliability_helpers import cli_env, read_record
 
 pytestmark = pytest.mark.slow
 

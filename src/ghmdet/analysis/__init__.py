@@ -1,4 +1,6 @@
-"""Gradient-norm analysis (paper Fig. 1-5): why GHM works, from real checkpoints and live during training.
+"""Gradient-norm analysis (paper Fig. 1-5): why GHM works, from real checkpoints.
+
+The live view during training is the callback :class:`ghmdet.callbacks.GradientNormLogger`.
 
 ==================  ==========================================================================================
 module              what it holds
@@ -10,7 +12,6 @@ module              what it holds
 ``figures``         the paper's figures, one panel per model
 ``runs``            load a ``ghmdet-train`` checkpoint back; train a short run
 ``publish``         PNG files, JSON summary, W&B
-``callback``        :class:`GradientNormLogger`: histograms and GHM state to W&B while training
 ==================  ==========================================================================================
 
 See ``docs/analysis.md`` and ``notebooks/gradient_norms.py``.
@@ -18,7 +19,6 @@ See ``docs/analysis.md`` and ``notebooks/gradient_norms.py``.
 
 from __future__ import annotations
 
-from ghmdet.analysis.callback import GradientNormLogger
 from ghmdet.analysis.collect import (
     RecordingLoss,
     collect_gradient_norms,
@@ -74,7 +74,6 @@ __all__ = [
     "FL_BALANCED",
     "LOSS_PAIRS",
     "ClassificationNorms",
-    "GradientNormLogger",
     "GradientNorms",
     "LoadedRun",
     "RecordingLoss",

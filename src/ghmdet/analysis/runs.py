@@ -2,11 +2,9 @@
 
 A run dir written by ``ghmdet-train`` holds ``checkpoints/last.ckpt`` and ``metrics.json``, whose ``config``
 is the resolved config of the run: that is what rebuilds the model and its data here, with
-:func:`ghmdet.train.build`, the entry point's own builder. ``metrics.json`` also names the checkpoint its
-metrics belong to (``checkpoint``: file and step); a run dir is loaded from that one.
-
-``ghmdet.train`` is imported when first needed, not with this module: the training entry point instantiates
-:class:`~ghmdet.analysis.GradientNormLogger` from this package and would otherwise load itself twice.
+:func:`ghmdet.builders.build`, the builder the entry point uses. ``metrics.json`` (read through
+:mod:`ghmdet.run.record`) also names the checkpoint its metrics belong to (``checkpoint``: file and step); a
+run dir is loaded from that one.
 """
 
 from __future__ import annotations
@@ -23,17 +21,19 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Subset
 
-from ghmdet.data.coco import DetectionDataModule, collate_detection
-from ghmdet.lit import DetectionModule
+from ghmdet.builders import build
+from ghmdet.data.datamodule import DetectionDataModule
+from ghmdet.data.dataset import collate_detection
 from ghmdet.model import GHMRetinaNet
+from ghmdet.module import DetectionModule
+from ghmdet.paths import PROJECT_ROOT
+from ghmdet.run.record import COMPLETED, METRICS_FILE, last_checkpoint, read_metrics
 
 LOSS_PAIRS: dict[str, tuple[str, ...]] = {
     "ce": ("loss/cls=ce", "loss/reg=smooth_l1"),
     "ghm": ("loss/cls=ghmc", "loss/reg=ghmr"),
 }
 """The two trainings the paper's figures compare: its CE baseline (with SL1) and GHM-C + GHM-R."""
-
-CHECKPOINT = Path("checkpoints") / "last.ckpt"
 
 
 @dataclass
@@ -59,15 +59,13 @@ class LoadedRun:
 def checkpoint_path(path: str | os.PathLike[str]) -> Path:
     """``path`` itself if it is a file; for a run dir, the checkpoint its ``metrics.json`` scored
     (``checkpoint.file``), else ``<path>/checkpoints/last.ckpt``."""
-    from ghmdet.train import read_metrics
-
     path = Path(path)
     if path.is_file():
         return path
     scored = (read_metrics(path) or {}).get("checkpoint")
     if isinstance(scored, dict) and scored.get("file"):
         return path / scored["file"]
-    return path / CHECKPOINT
+    return last_checkpoint(path)
 
 
 def load_run(
@@ -83,8 +81,6 @@ def load_run(
             trained on another machine.
         device: where to put the model.
     """
-    from ghmdet.train import build, read_metrics
-
     ckpt = checkpoint_path(checkpoint)
     if not ckpt.is_file():
         raise FileNotFoundError(f"no checkpoint at {ckpt}")
@@ -92,7 +88,7 @@ def load_run(
     record = read_metrics(run_dir)
     if record is None or "config" not in record:
         raise FileNotFoundError(
-            f"{run_dir / 'metrics.json'} is missing or has no config: load_run needs the run dir that "
+            f"{run_dir / METRICS_FILE} is missing or has no config: load_run needs the run dir that "
             "ghmdet-train wrote (checkpoints/last.ckpt + metrics.json)"
         )
     config = OmegaConf.merge(OmegaConf.create(record["config"]), OmegaConf.from_dotlist(list(overrides)))
@@ -103,7 +99,7 @@ def load_run(
     is_scored = isinstance(scored, dict) and ckpt.resolve() == (run_dir / str(scored.get("file"))).resolve()
     if is_scored and step != scored.get("step"):
         raise ValueError(
-            f"{ckpt} holds step {step}, but the metrics in {run_dir / 'metrics.json'} are of step "
+            f"{ckpt} holds step {step}, but the metrics in {run_dir / METRICS_FILE} are of step "
             f"{scored.get('step')}: the checkpoint was overwritten after the run was scored"
         )
     module.load_state_dict(state["state_dict"])
@@ -180,8 +176,6 @@ def train_run(
     ``run_dir`` is reused unless ``retrain``. Output goes to ``<run_dir>/stdout.log``; a failure raises with
     its tail.
     """
-    from ghmdet.train import PROJECT_ROOT, read_metrics
-
     run_dir = Path(run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "ghmdet.train", f"hydra.run.dir={run_dir}", *overrides]
@@ -194,7 +188,7 @@ def train_run(
             command, stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=PROJECT_ROOT, check=False
         )
     record = read_metrics(run_dir) or {}
-    if proc.returncode != 0 or record.get("status") != "completed":
+    if proc.returncode != 0 or record.get("status") != COMPLETED:
         tail = log_path.read_text()[-4000:]
         raise RuntimeError(
             f"training failed (exit {proc.returncode}, status {record.get('status')!r}): "

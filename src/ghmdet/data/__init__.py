@@ -2,7 +2,10 @@
 
 - :mod:`ghmdet.data.treecrowns` converts the ``deepforest`` wheel's tree crowns to tiles + COCO JSON.
 - :mod:`ghmdet.data.annotations` parses and strictly validates a COCO annotation file.
-- :mod:`ghmdet.data.coco` holds the dataset (``CocoDetectionDataset``) and ``DetectionDataModule``.
+- :mod:`ghmdet.data.dataset` holds ``CocoDetectionDataset``, which serves every COCO-format set; its images
+  are decoded by the rules of :mod:`ghmdet.data.images`.
+- :mod:`ghmdet.data.resumable` holds the train loader that resumes mid-epoch.
+- :mod:`ghmdet.data.datamodule` holds ``DetectionDataModule`` and the embedded sets it can build.
 - :mod:`ghmdet.data.transforms` holds the (image, target) flips.
 - :mod:`ghmdet.data.synthetic` writes a tiny synthetic COCO set for tests.
 
@@ -17,9 +20,9 @@ from typing import Any
 _EXPORTS = {
     "DatasetError": "ghmdet.data.annotations",
     "read_num_classes": "ghmdet.data.annotations",
-    "CocoDetectionDataset": "ghmdet.data.coco",
-    "DetectionDataModule": "ghmdet.data.coco",
-    "collate_detection": "ghmdet.data.coco",
+    "CocoDetectionDataset": "ghmdet.data.dataset",
+    "DetectionDataModule": "ghmdet.data.datamodule",
+    "collate_detection": "ghmdet.data.dataset",
     "build_treecrowns": "ghmdet.data.treecrowns",
     "make_synthetic_coco": "ghmdet.data.synthetic",
     "Compose": "ghmdet.data.transforms",

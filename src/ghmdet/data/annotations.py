@@ -26,14 +26,18 @@ and the COCO metric uses them to ignore detections, as in the reference implemen
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import math
 import mmap
 import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 import numpy as np
 
@@ -48,6 +52,9 @@ _REQUIRED_TOP_LEVEL = ("images", "annotations", "categories")
 _NUMBER_TYPES = frozenset({int, float})  # exact types: bool (an int subclass) is not a number here
 _HUGE = 1e300  # below float max, so float() of a number passing `< _HUGE` never overflows
 _BBOX_TYPE_REASON = "must be a list of 4 finite numbers [x, y, w, h]"
+_AREA_TYPES = frozenset({int, float, type(None)})
+_IMAGE_FIELDS = ("id", "file_name", "width", "height")
+_ANNOTATION_FIELDS = ("id", "image_id", "category_id", "bbox")
 
 
 class DatasetError(ValueError):
@@ -136,12 +143,119 @@ class ImageRecord:
     annotation_ids: np.ndarray
 
 
+class PackedImages(Sequence[ImageRecord]):
+    """The image records of a file held in a few flat numpy arrays: a sequence of :class:`ImageRecord`.
+
+    A Python list of 118k records (COCO train2017) is 118k objects with their own arrays and strings; each
+    access writes their reference counts, so every forked dataloader worker gradually copies the pages
+    holding them (copy-on-read) until each holds its own copy of the list. Here the per-image fields and the
+    per-box columns are flat arrays (file names: one UTF-8 buffer with end offsets, as detectron2's
+    ``DatasetFromList(serialize=True)`` keeps its records), whose pages no access writes; ``self[i]`` builds
+    the record of image ``i`` on the fly, its box arrays being views into the shared columns. Pickling it
+    (spawned workers, DDP) copies the arrays, not one Python object per record.
+
+    Args:
+        image_ids: ``(N,)`` COCO image ids.
+        file_names: ``N`` file names.
+        sizes: ``(N, 2)`` ``[width, height]``, int64 (object when a size does not fit: the header check
+            then refuses it naming the size).
+        columns: the per-box arrays of :class:`ImageRecord` by field name (``boxes``, ``category_ids``,
+            ``iscrowd``, ``area``, ``annotation_ids``); image ``i``'s at ``box_ends[i-1]:box_ends[i]``.
+        box_ends: ``(N,)`` end offset of each image's boxes in ``columns``.
+    """
+
+    def __init__(
+        self,
+        image_ids: np.ndarray,
+        file_names: Sequence[str],
+        sizes: np.ndarray,
+        columns: dict[str, np.ndarray],
+        box_ends: np.ndarray,
+    ) -> None:
+        # surrogatepass: a JSON "\ud800" escape is a valid str with a lone surrogate; it must round-trip.
+        encoded = [name.encode("utf-8", "surrogatepass") for name in file_names]
+        name_ends = np.cumsum([len(name) for name in encoded], dtype=np.int64)
+        names = np.frombuffer(b"".join(encoded), dtype=np.uint8)
+        self._set(np.asarray(image_ids, dtype=np.int64), names, name_ends, sizes, columns, box_ends)
+
+    def _set(
+        self,
+        image_ids: np.ndarray,
+        names: np.ndarray,
+        name_ends: np.ndarray,
+        sizes: np.ndarray,
+        columns: dict[str, np.ndarray],
+        box_ends: np.ndarray,
+    ) -> None:
+        self.image_ids = image_ids
+        self._names, self._name_ends = names, np.asarray(name_ends, dtype=np.int64)
+        self._sizes = sizes
+        self._columns = columns
+        self._box_ends = np.asarray(box_ends, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def _span(self, ends: np.ndarray, index: int) -> tuple[int, int]:
+        return (int(ends[index - 1]) if index else 0), int(ends[index])
+
+    @overload
+    def __getitem__(self, index: int) -> ImageRecord: ...
+    @overload
+    def __getitem__(self, index: slice) -> PackedImages: ...
+    def __getitem__(self, index: int | slice) -> ImageRecord | PackedImages:
+        if isinstance(index, slice):
+            return self._take(np.arange(len(self))[index])
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"image index {index} out of range for {len(self)} images")
+        index = int(index) % len(self)
+        name_start, name_end = self._span(self._name_ends, index)
+        box_start, box_end = self._span(self._box_ends, index)
+        width, height = self._sizes[index].tolist()
+        return ImageRecord(
+            image_id=int(self.image_ids[index]),
+            file_name=self._names[name_start:name_end].tobytes().decode("utf-8", "surrogatepass"),
+            width=width,
+            height=height,
+            **{name: column[box_start:box_end] for name, column in self._columns.items()},
+        )
+
+    def __iter__(self) -> Iterator[ImageRecord]:
+        return (self[index] for index in range(len(self)))
+
+    def _take(self, indices: np.ndarray) -> PackedImages:
+        """The records at ``indices`` (in that order), packed alike."""
+
+        def gather(ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            starts = np.concatenate([[0], ends[:-1]])[indices]
+            lengths = ends[indices] - starts
+            new_ends = np.cumsum(lengths, dtype=np.int64)
+            within = np.arange(int(new_ends[-1]) if len(new_ends) else 0) - np.repeat(
+                new_ends - lengths, lengths
+            )
+            return np.repeat(starts, lengths) + within, new_ends
+
+        name_index, name_ends = gather(self._name_ends)
+        box_index, box_ends = gather(self._box_ends)
+        taken = PackedImages.__new__(PackedImages)
+        columns = {name: column[box_index] for name, column in self._columns.items()}
+        taken._set(
+            self.image_ids[indices],
+            self._names[name_index],
+            name_ends,
+            self._sizes[indices],
+            columns,
+            box_ends,
+        )
+        return taken
+
+
 @dataclass
 class CocoAnnotations:
     """A validated annotation file: images in file order, categories sorted by id, repair counts."""
 
     ann_file: Path
-    images: list[ImageRecord]
+    images: PackedImages
     categories: list[dict[str, Any]]
     repairs: dict[str, int] = field(default_factory=dict)
     tolerance_clips: int = 0
@@ -216,8 +330,44 @@ def _parse_categories(ann_file: Path, raw_categories: list[Any]) -> list[dict[st
     return [categories[key] for key in sorted(categories)]
 
 
-def _parse_images(ann_file: Path, raw_images: list[Any]) -> list[dict[str, Any]]:
-    images: list[dict[str, Any]] = []
+@dataclass(frozen=True)
+class _ImageColumns:
+    """The validated ``images`` records, column by column (file order)."""
+
+    ids: list[int]
+    file_names: list[str]
+    sizes: list[tuple[int, int]]  # (width, height)
+
+
+def _image_columns_at_once(raw_images: list[Any]) -> _ImageColumns | None:
+    """The columns when every image record is valid, tested a column at a time (C-level type tests);
+    None when any test fails: :func:`_parse_images` then names the first problem, record by record."""
+    try:
+        if not raw_images or set(map(type, raw_images)) != {dict}:
+            return None
+        ids, names, widths, heights = ([entry[key] for entry in raw_images] for key in _IMAGE_FIELDS)
+    except KeyError:
+        return None
+    if not (set(map(type, ids)) == {int} and set(map(type, widths)) == {int} == set(map(type, heights))):
+        return None
+    if not (min(ids) >= 0 and max(ids) <= _INT64_MAX and len(set(ids)) == len(ids)):
+        return None
+    if min(widths) <= 0 or min(heights) <= 0 or set(map(type, names)) != {str} or not all(names):
+        return None
+    # Joined by "/", the names' path parts are the union of every name's parts.
+    joined = "/".join(names)
+    if "\x00" in joined or ".." in joined.replace("\\", "/").split("/"):
+        return None
+    if any(name.startswith(("/", "\\")) for name in names):
+        return None
+    return _ImageColumns(list(ids), list(names), list(zip(widths, heights, strict=True)))
+
+
+def _parse_images(ann_file: Path, raw_images: list[Any]) -> _ImageColumns:
+    at_once = _image_columns_at_once(raw_images)
+    if at_once is not None:
+        return at_once
+    columns = _ImageColumns([], [], [])
     seen_ids: set[int] = set()
     for index, entry in enumerate(raw_images):
         record = f"images[{index}]"
@@ -236,14 +386,16 @@ def _parse_images(ann_file: Path, raw_images: list[Any]) -> list[dict[str, Any]]
             raise _fail(
                 ann_file, record, "file_name", file_name, "must be a relative path inside the image folder"
             )
-        sizes = {}
+        sizes = []
         for key in ("width", "height"):
             value = _require_field(ann_file, record, entry, key)
             if not _is_int(value) or value <= 0:
                 raise _fail(ann_file, record, key, value, "must be a positive integer")
-            sizes[key] = value
-        images.append({"id": image_id, "file_name": file_name, **sizes})
-    return images
+            sizes.append(value)
+        columns.ids.append(image_id)
+        columns.file_names.append(file_name)
+        columns.sizes.append((sizes[0], sizes[1]))
+    return columns
 
 
 def _check_annotation(
@@ -278,26 +430,75 @@ def _check_annotation(
         raise _fail(ann_file, record, "area", area, "must be a finite number >= 0")
 
 
-def load_coco_annotations(
-    ann_file: str | os.PathLike[str], box_policy: BoxPolicy = "error", tolerance_px: float = BOX_TOLERANCE_PX
-) -> CocoAnnotations:
-    """Parse and validate a COCO instances file (see the module docstring for every rule)."""
-    ann_file = Path(ann_file)
-    if box_policy not in BOX_POLICIES:
-        raise ValueError(f"box_policy must be one of {BOX_POLICIES}, got {box_policy!r}")
-    document = _read_json(ann_file)
-    if not isinstance(document, dict):
-        raise _fail(ann_file, "top level", "(document)", document, "must be a JSON object")
-    raw_images, raw_annotations, raw_categories = (
-        _require_list(ann_file, document, k) for k in _REQUIRED_TOP_LEVEL
-    )
-    categories = _parse_categories(ann_file, raw_categories)
-    known_category_ids = {category["id"] for category in categories}
-    images = _parse_images(ann_file, raw_images)
-    image_index = {image["id"]: position for position, image in enumerate(images)}
+def _size_array(sizes: list[tuple[int, int]]) -> np.ndarray:
+    """``(N, 2)`` ``[width, height]``: int64, or object when one is beyond int64 (sizes have no bound)."""
+    try:
+        return np.asarray(sizes, dtype=np.int64).reshape(-1, 2)
+    except OverflowError:
+        array = np.empty((len(sizes), 2), dtype=object)
+        array[:] = sizes
+        return array
 
-    # Types and references are checked record by record (a fast test per record; the detailed check that
-    # names the problem runs only when it fails); geometry is then judged for all boxes at once.
+
+_AnnotationColumns = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def _annotation_columns_at_once(
+    raw_annotations: list[Any], images: _ImageColumns, known_category_ids: set[int]
+) -> _AnnotationColumns | None:
+    """What :func:`_annotation_columns` returns, when every annotation passes its per-record test, tested a
+    column at a time (C-level type tests, numpy range and reference checks); None when any test fails:
+    the record-by-record loop then names the first problem. Accepts nothing that loop refuses."""
+    count = len(raw_annotations)
+    try:
+        if not count or not images.ids or set(map(type, raw_annotations)) != {dict}:
+            return None
+        ids, image_ids, category_ids, bboxes = (
+            [entry[key] for entry in raw_annotations] for key in _ANNOTATION_FIELDS
+        )
+    except KeyError:
+        return None
+    crowd = [entry.get("iscrowd", 0) for entry in raw_annotations]
+    areas = [entry.get("area") for entry in raw_annotations]
+    if not (set(map(type, ids)) == set(map(type, image_ids)) == set(map(type, category_ids)) == {int}):
+        return None
+    if not (set(map(type, crowd)) == {int} and set(crowd) <= {0, 1} and set(map(type, bboxes)) == {list}):
+        return None
+    if set(map(len, bboxes)) != {4} or not _NUMBER_TYPES.issuperset(map(type, chain.from_iterable(bboxes))):
+        return None
+    if not _AREA_TYPES.issuperset(map(type, areas)):
+        return None
+    try:
+        id_array = np.asarray(ids, dtype=np.int64)
+        image_id_array = np.asarray(image_ids, dtype=np.int64)
+        category_array = np.asarray(category_ids, dtype=np.int64)
+        box_array = np.asarray(bboxes, dtype=np.float64).reshape(-1, 4)
+        area_array = np.asarray([math.nan if area is None else area for area in areas], dtype=np.float64)
+    except OverflowError:  # an int beyond int64 or float range
+        return None
+    missing_area = np.fromiter((area is None for area in areas), dtype=bool, count=count)
+    with np.errstate(invalid="ignore"):
+        areas_valid = missing_area | ((area_array >= 0) & (area_array < _HUGE))
+    if id_array.min() < 0 or not areas_valid.all() or len(np.unique(id_array)) != count:
+        return None
+    if not np.isin(category_array, np.fromiter(known_category_ids, dtype=np.int64)).all():
+        return None
+    known_images = np.asarray(images.ids, dtype=np.int64)
+    order = np.argsort(known_images, kind="stable")
+    found = np.minimum(np.searchsorted(known_images[order], image_id_array), len(order) - 1)
+    if not (known_images[order][found] == image_id_array).all():
+        return None
+    crowd_array = np.asarray(crowd, dtype=np.int64)
+    return id_array, order[found], category_array, box_array, crowd_array, area_array
+
+
+def _annotation_columns(
+    ann_file: Path, raw_annotations: list[Any], images: _ImageColumns, known_category_ids: set[int]
+) -> _AnnotationColumns:
+    """Annotation ids, image positions, category ids, ``(N, 4)`` float64 xywh boxes, crowd flags and areas
+    (NaN: none given), checked record by record: the first problem raises :class:`DatasetError`."""
+    image_index = {image_id: position for position, image_id in enumerate(images.ids)}
+    # A fast test per record; the detailed check that names the problem runs only when it fails.
     annotation_ids: list[int] = []
     image_positions: list[int] = []
     category_ids: list[int] = []
@@ -342,16 +543,69 @@ def load_coco_annotations(
         crowd_flags.append(iscrowd)
         areas.append(math.nan if area is None else float(area))
 
-    box_array = np.asarray(bboxes, dtype=np.float64).reshape(-1, 4)
+    return (
+        np.asarray(annotation_ids, dtype=np.int64),
+        np.asarray(image_positions, dtype=np.int64),
+        np.asarray(category_ids, dtype=np.int64),
+        np.asarray(bboxes, dtype=np.float64).reshape(-1, 4),
+        np.asarray(crowd_flags, dtype=np.int64),
+        np.asarray(areas, dtype=np.float64).reshape(-1),
+    )
+
+
+@contextmanager
+def _cyclic_gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector (restored on exit).
+
+    Parsing COCO train (~450 MB) creates millions of dicts and lists, and the collector would traverse the
+    growing heap again and again: with it paused the whole load, validation included, is faster than
+    ``json.load`` alone with it running (``docs/scaling.md``). A parsed JSON document holds no cycles, so
+    pausing it frees nothing later. The switch is process-wide (Python has no per-thread one), for the
+    duration of the load only.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def load_coco_annotations(
+    ann_file: str | os.PathLike[str], box_policy: BoxPolicy = "error", tolerance_px: float = BOX_TOLERANCE_PX
+) -> CocoAnnotations:
+    """Parse and validate a COCO instances file (see the module docstring for every rule)."""
+    ann_file = Path(ann_file)
+    if box_policy not in BOX_POLICIES:
+        raise ValueError(f"box_policy must be one of {BOX_POLICIES}, got {box_policy!r}")
+    with _cyclic_gc_paused():
+        return _load_coco_annotations(ann_file, box_policy, tolerance_px)
+
+
+def _load_coco_annotations(ann_file: Path, box_policy: BoxPolicy, tolerance_px: float) -> CocoAnnotations:
+    document = _read_json(ann_file)
+    if not isinstance(document, dict):
+        raise _fail(ann_file, "top level", "(document)", document, "must be a JSON object")
+    raw_images, raw_annotations, raw_categories = (
+        _require_list(ann_file, document, k) for k in _REQUIRED_TOP_LEVEL
+    )
+    categories = _parse_categories(ann_file, raw_categories)
+    known_category_ids = {category["id"] for category in categories}
+    images = _parse_images(ann_file, raw_images)
+    columns_of = _annotation_columns_at_once(raw_annotations, images, known_category_ids)
+    if columns_of is None:
+        columns_of = _annotation_columns(ann_file, raw_annotations, images, known_category_ids)
+    annotation_ids, positions, category_ids, box_array, crowd_flags, areas = columns_of
+
     non_finite = np.flatnonzero(~np.isfinite(box_array).all(axis=1))
     if len(non_finite):
         index = int(non_finite[0])
         entry = raw_annotations[index]
         record = f"annotations[{index}] (id={entry['id']}, image_id={entry['image_id']})"
         raise _fail(ann_file, record, "bbox", entry["bbox"], _BBOX_TYPE_REASON)
-    positions = np.asarray(image_positions, dtype=np.int64)
-    all_sizes = np.asarray([(image["width"], image["height"]) for image in images], dtype=np.float64)
-    sizes = all_sizes.reshape(-1, 2)[positions] if len(positions) else np.zeros((0, 2))
+    all_sizes = np.asarray(images.sizes, dtype=np.float64).reshape(-1, 2)
+    sizes = all_sizes[positions] if len(positions) else np.zeros((0, 2))
     verdict = judge_boxes(box_array, sizes, tolerance_px)
     problems = verdict.degenerate | verdict.outside
     repairs = {"clipped_to_image": 0, "dropped_degenerate": 0, "dropped_outside": 0}
@@ -374,29 +628,23 @@ def load_coco_annotations(
     kept = np.flatnonzero(keep)
     kept = kept[np.argsort(positions[kept], kind="stable")]
     boxes = verdict.clipped[kept].astype(np.float32)
-    box_areas = np.asarray(areas, dtype=np.float64).reshape(-1)[kept]
+    box_areas = areas[kept]
     missing_area = np.isnan(box_areas)
     box_areas[missing_area] = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))[missing_area]
     columns = {
         "boxes": boxes,
-        "category_ids": np.asarray(category_ids, dtype=np.int64)[kept],
-        "iscrowd": np.asarray(crowd_flags, dtype=np.int64)[kept],
+        "category_ids": category_ids[kept],
+        "iscrowd": crowd_flags[kept],
         "area": box_areas.astype(np.float32),
-        "annotation_ids": np.asarray(annotation_ids, dtype=np.int64)[kept],
+        "annotation_ids": annotation_ids[kept],
     }
-    boxes_per_image = np.bincount(positions[kept], minlength=len(images))
-    ends = np.cumsum(boxes_per_image)
-    starts = ends - boxes_per_image
-    image_records = [
-        ImageRecord(
-            image_id=image["id"],
-            file_name=image["file_name"],
-            width=image["width"],
-            height=image["height"],
-            **{name: column[start:end] for name, column in columns.items()},
-        )
-        for image, start, end in zip(images, starts.tolist(), ends.tolist(), strict=True)
-    ]
+    image_records = PackedImages(
+        image_ids=np.asarray(images.ids, dtype=np.int64),
+        file_names=images.file_names,
+        sizes=_size_array(images.sizes),
+        columns=columns,
+        box_ends=np.cumsum(np.bincount(positions[kept], minlength=len(images.ids))),
+    )
     if any(repairs.values()):
         logger.warning("%s: box_policy='repair' changed boxes: %s", ann_file, repairs)
     if tolerance_clips:

@@ -18,7 +18,6 @@ from .density import (
     unit_region_weights,
     update_bin_ema,
 )
-from .distributed import all_reduce_histogram
 from .focal import FocalLoss
 from .ghm import GradientHarmonizedLoss
 from .ghmc import GHMCLoss
@@ -34,28 +33,11 @@ from .histogram import (
 )
 from .ohem import OHEMLoss
 from .regression import AuthenticSmoothL1Loss, L1Loss, SmoothL1Loss
-
-CLS_LOSSES: dict[str, type[DetectionLoss]] = {
-    "ce": BCELoss,
-    "focal": FocalLoss,
-    "ohem": OHEMLoss,
-    "ghmc": GHMCLoss,
-}
-"""Classification losses by config name."""
-
-REG_LOSSES: dict[str, type[DetectionLoss]] = {
-    "l1": L1Loss,
-    "smooth_l1": SmoothL1Loss,
-    "asl1": AuthenticSmoothL1Loss,
-    "ghmr": GHMRLoss,
-}
-"""Regression losses by config name."""
+from .stats_sync import all_reduce_histogram
 
 __all__ = [
-    "CLS_LOSSES",
     "GHMC_LAST_EDGE",
     "GHMR_LAST_EDGE",
-    "REG_LOSSES",
     "AuthenticSmoothL1Loss",
     "BCELoss",
     "DetectionLoss",

@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
-import torch
 from torch import Tensor
 
 
@@ -104,16 +103,6 @@ def valid_mask(valid: Tensor | None) -> Tensor | None:
         return None
     mask = valid > 0
     return mask.unsqueeze(1) if mask.dim() == 1 else mask
-
-
-def valid_weights(valid: Tensor | None, shape: torch.Size) -> Tensor | None:
-    """``valid`` as float32 weights expanded (as a view where possible) to ``shape``; None = all ones."""
-    if valid is None:
-        return None
-    weights = valid.to(torch.float32)
-    if weights.dim() == 1:
-        weights = weights.unsqueeze(1)
-    return weights.expand(shape)
 
 
 def check_unit_interval(owner: str, name: str, value: float | None, allow_none: bool = False) -> float | None:

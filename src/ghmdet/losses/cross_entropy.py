@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._baseline import ElementwiseClassificationLoss
 from ._validation import check_unit_interval
+from .elementwise import ElementwiseClassificationLoss
 
 
 class BCELoss(ElementwiseClassificationLoss):

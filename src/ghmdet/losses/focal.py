@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._baseline import ElementwiseClassificationLoss
 from ._validation import check_non_negative, check_unit_interval
+from .elementwise import ElementwiseClassificationLoss
 
 
 class FocalLoss(ElementwiseClassificationLoss):

@@ -4,11 +4,11 @@ One call does, for the valid elements of ``pred`` (paper equation numbers, see :
 
 1. the signed gradient of the element-wise loss, whose magnitude is the gradient norm g (Eq. 3 / 14);
 2. ``density="unit"``: the unit-region histogram of g (Eq. 9), optionally summed over ranks
-   (:mod:`.distributed`), the EMA of Eq. (11)-(12) and the per-bin weight ``beta_j`` (Eq. 6 with Eq. 10/12,
+   (:mod:`.stats_sync`), the EMA of Eq. (11)-(12) and the per-bin weight ``beta_j`` (Eq. 6 with Eq. 10/12,
    normalised as the released code); ``density="exact"``: the windowed density of Eq. (4)-(5), no EMA;
 3. the loss ``sum(beta * loss_el) / N * loss_weight`` (Eq. 8 / 16) and, in the same pass, its gradient
    ``beta * direction / N * loss_weight`` with beta treated as a constant (the released code detaches g),
-   returned through :class:`._autograd.PrecomputedGradient`.
+   returned through :class:`.precomputed_gradient.PrecomputedGradient`.
 
 Everything runs in float32 whatever the input dtype or autocast state (sparse bins give weights of 1e5..1e6),
 with no Python loop over bins and no host synchronisation except the single optional input check, which
@@ -23,7 +23,6 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from ._autograd import PrecomputedGradient
 from ._validation import (
     NonFiniteInputError,
     check_bins,
@@ -35,8 +34,9 @@ from ._validation import (
 )
 from .base import DetectionLoss
 from .density import sorted_windows_, unit_region_weights, update_bin_ema
-from .distributed import all_ranks_ok, all_reduce_histogram
 from .histogram import bin_counts, bin_edges, bin_index, floor_binning_is_exact
+from .precomputed_gradient import PrecomputedGradient
+from .stats_sync import all_ranks_ok, all_reduce_histogram
 
 DENSITIES = ("unit", "exact")
 

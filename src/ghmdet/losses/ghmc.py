@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from ._elementwise import sigmoid_bce
+from .fused_bce import sigmoid_bce
 from .ghm import GradientHarmonizedLoss
 from .gradient_norm import sigmoid_ce_gradient
 from .histogram import GHMC_LAST_EDGE
@@ -24,7 +24,7 @@ class GHMCLoss(GradientHarmonizedLoss):
       in O(N log N); ``momentum`` is ignored and ``acc_sum`` is never written.
 
     Normaliser: ``N`` = number of valid elements, floored at 1 (``loss = sum(beta * CE) / N * loss_weight``).
-    With ``sync_stats=True`` under torch.distributed, see :mod:`ghmdet.losses.distributed`.
+    With ``sync_stats=True`` under torch.distributed, see :mod:`ghmdet.losses.stats_sync`.
 
     Args:
         bins: number of unit regions M (window ``1 / bins`` for ``density="exact"``).

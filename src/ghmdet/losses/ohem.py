@@ -6,9 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._baseline import positive_rows, valid_rows
 from ._validation import check_non_negative, check_pair, check_valid, valid_mask
 from .base import DetectionLoss
+from .elementwise import positive_rows, valid_rows
 
 
 class OHEMLoss(DetectionLoss):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._baseline import ElementwiseRegressionLoss
 from ._validation import check_non_negative, check_positive
+from .elementwise import ElementwiseRegressionLoss
 
 
 class SmoothL1Loss(ElementwiseRegressionLoss):

@@ -192,7 +192,7 @@ def efficientnet_lite0_fpn(
     """EfficientNet-Lite0 (ReLU6, no SE) + FPN P3-P7: the CPU default, ImageNet-pretrained offline.
 
     ``frozen_blocks`` freezes the stem and the first N MBConv blocks (0 = only BN frozen when ``frozen_bn``).
-    Frozen BatchNorm matters on small batches of a small data set (measured: shared/embedded-data-notes.md).
+    Frozen BatchNorm matters on small batches of a small data set (measured: experiments/results-log.md).
     """
     from efficientnet_lite_pytorch import EfficientNet
 

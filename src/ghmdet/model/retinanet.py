@@ -34,15 +34,13 @@ from torchvision.models.detection.retinanet import RetinaNetHead
 from torchvision.ops import box_iou
 from torchvision.ops.misc import Conv2dNormActivation
 
+from ghmdet.model.arguments import check_args
 from ghmdet.model.backbones import BACKBONE_MEAN_STD, build_backbone
 from ghmdet.model.tta import VIEWS, TTAViews, fuse_views, transform_image
 
 StatsScope = Literal["per_level", "batch"]
 LossNormalizer = Literal["batch", "per_image"]
 HeadNorm = Literal["group"] | None
-_STATS_SCOPES = ("per_level", "batch")
-_NORMALIZERS = ("batch", "per_image")
-_HEAD_NORMS = (None, "group")
 # torchvision's RetinaNet v2 head: GroupNorm with 32 groups after every tower conv
 _HEAD_GROUPS = 32
 
@@ -77,12 +75,7 @@ def build_head(
     p = prior (the focal loss paper's initialisation, used by the GHM code too). ``norm="group"`` puts a
     GroupNorm(32) after every tower conv (torchvision's RetinaNet v2 head); the paper's head has none.
     """
-    if num_convs < 0:
-        raise ValueError(f"head num_convs must be >= 0, got {num_convs}")
-    if norm not in _HEAD_NORMS:
-        raise ValueError(f"head_norm must be one of {_HEAD_NORMS}, got {norm!r}")
-    if not 0.0 < prior_probability < 1.0:
-        raise ValueError(f"prior_probability must be in (0, 1), got {prior_probability}")
+    check_args(head_convs=num_convs, head_norm=norm, prior_probability=prior_probability)
     head = RetinaNetHead(in_channels, num_anchors, num_classes)
     if num_convs != 4 or norm is not None:
         head.classification_head.conv = _conv_tower(in_channels, num_convs, norm)
@@ -128,16 +121,13 @@ class GHMRetinaNet(RetinaNet):
         tta_iou: float = 0.55,
         **retinanet_kwargs: object,
     ):
-        if stats_scope not in _STATS_SCOPES:
-            raise ValueError(f"stats_scope must be one of {_STATS_SCOPES}, got {stats_scope!r}")
-        if loss_normalizer not in _NORMALIZERS:
-            raise ValueError(f"loss_normalizer must be one of {_NORMALIZERS}, got {loss_normalizer!r}")
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-        if tta is not None and tta not in VIEWS:
-            raise ValueError(f"tta must be null or one of {tuple(VIEWS)}, got {tta!r}")
-        if not 0.0 < tta_iou <= 1.0:
-            raise ValueError(f"tta_iou must be in (0, 1], got {tta_iou}")
+        check_args(
+            num_classes=num_classes,
+            stats_scope=stats_scope,
+            loss_normalizer=loss_normalizer,
+            tta=tta,
+            tta_iou=tta_iou,
+        )
         anchor_generator = anchor_generator or build_anchor_generator()
         head = build_head(
             backbone.out_channels,
@@ -354,10 +344,27 @@ def build_retinanet(
     ``channels_last`` stores the conv weights NHWC, which oneDNN runs much faster on CPU (measured: a training
     step of the embedded model with FPN 128 / 4 head convs, 0.74 s -> 0.54 s on 2 cores).
     """
+    check_args(
+        num_classes=num_classes,
+        backbone=backbone,
+        head_convs=head_convs,
+        head_norm=head_norm,
+        prior_probability=prior_probability,
+        stats_scope=stats_scope,
+        loss_normalizer=loss_normalizer,
+        min_size=min_size,
+        max_size=max_size,
+        score_thresh=score_thresh,
+        nms_thresh=nms_thresh,
+        detections_per_img=detections_per_img,
+        topk_candidates=topk_candidates,
+        fg_iou_thresh=fg_iou_thresh,
+        bg_iou_thresh=bg_iou_thresh,
+        tta=tta,
+        tta_iou=tta_iou,
+    )
     backbone = dict(backbone)
-    name = backbone.pop("name", None)
-    if name is None:
-        raise ValueError("model.backbone.name is required")
+    name = backbone.pop("name")
     net = build_backbone(str(name), **backbone)
     default_mean, default_std = BACKBONE_MEAN_STD[str(name)]
     model = GHMRetinaNet(
