@@ -89,4 +89,4 @@ def test_the_digit_benchmark_preset_shares_rows_in_its_versioned_tree() -> None:
     reg_loss = _dirs(_spec("reg_loss", digits, "seed=1", "loss/reg=smooth_l1"), seed="1")
     assert bins["30"] == cls_loss["ghmc"] == reg_loss["smooth_l1"]
     spec = _spec("bins", digits, "seed=1", "loss.cls.bins=30")
-    assert Path(spec.sweep_dir).parent.name == "digits-v1" and spec.reference == "30"
+    assert Path(spec.sweep_dir).parent.name == "digits-v2" and spec.reference == "30"

@@ -9,13 +9,14 @@ run dir is loaded from that one.
 
 from __future__ import annotations
 
+import copy
 import os
 import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -26,7 +27,7 @@ from ghmdet.data.datamodule import DetectionDataModule
 from ghmdet.data.dataset import collate_detection
 from ghmdet.model import GHMRetinaNet
 from ghmdet.module import DetectionModule
-from ghmdet.paths import PROJECT_ROOT
+from ghmdet.paths import CONFIG_DIR, PROJECT_ROOT
 from ghmdet.run.record import COMPLETED, METRICS_FILE, last_checkpoint, read_metrics
 
 LOSS_PAIRS: dict[str, tuple[str, ...]] = {
@@ -68,6 +69,30 @@ def checkpoint_path(path: str | os.PathLike[str]) -> Path:
     return last_checkpoint(path)
 
 
+def current_config_shape(config: dict[str, Any]) -> dict[str, Any]:
+    """A run record's config in the shape the builders take today.
+
+    Records written before the configs built the LightningModule and the scheduler have no ``module`` node,
+    a scheduler without ``_target_`` and the GHM statistics sync as ``trainer.sync_ghm_stats``; they get the
+    nodes ``conf/`` composes now (``conf/module/detection.yaml``, the scheduler file of their policy,
+    ``ghm_stats.sync``), so their checkpoints load. A record of the current shape is returned unchanged.
+    """
+    if "module" in config:
+        return config
+    upgraded = copy.deepcopy(config)
+    trainer = upgraded.get("trainer", {})
+    upgraded.setdefault("ghm_stats", {"sync": bool(trainer.pop("sync_ghm_stats", False))})
+    scheduler = upgraded.get("scheduler")
+    if isinstance(scheduler, dict) and "_target_" not in scheduler:
+        policy = scheduler.get("policy", "cosine")
+        composed = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "scheduler" / f"{policy}.yaml"))
+        upgraded["scheduler"] = {k: composed[k] for k in ("_target_", "_partial_")} | scheduler
+    module = OmegaConf.create({"module": OmegaConf.load(CONFIG_DIR / "module" / "detection.yaml")})
+    module = OmegaConf.merge(OmegaConf.create(upgraded), module)
+    upgraded["module"] = OmegaConf.to_container(module, resolve=True)["module"]
+    return upgraded
+
+
 def load_run(
     checkpoint: str | os.PathLike[str], overrides: Sequence[str] = (), device: str | torch.device = "cpu"
 ) -> LoadedRun:
@@ -91,7 +116,9 @@ def load_run(
             f"{run_dir / METRICS_FILE} is missing or has no config: load_run needs the run dir that "
             "ghmdet-train wrote (checkpoints/last.ckpt + metrics.json)"
         )
-    config = OmegaConf.merge(OmegaConf.create(record["config"]), OmegaConf.from_dotlist(list(overrides)))
+    config = OmegaConf.merge(
+        OmegaConf.create(current_config_shape(record["config"])), OmegaConf.from_dotlist(list(overrides))
+    )
     datamodule, module = build(config)
     state = torch.load(ckpt, map_location="cpu", weights_only=True)
     scored = record.get("checkpoint")

@@ -96,16 +96,16 @@ class DigitsError(RuntimeError):
 class DigitsParameters:
     """What a build depends on (recorded in the manifest; a different value is a different build)."""
 
-    image_size: int = 192
-    train_images: int = 1000
+    image_size: int = 128
+    train_images: int = 1500
     val_images: int = 200
     test_images: int = 300
-    min_objects: int = 4
-    max_objects: int = 20
-    min_distractors: int = 2
-    max_distractors: int = 6
-    min_height: float = 10.0
-    max_height: float = 48.0
+    min_objects: int = 3
+    max_objects: int = 12
+    min_distractors: int = 1
+    max_distractors: int = 4
+    min_height: float = 12.0
+    max_height: float = 40.0
     tail: float = 1.3
     ink_threshold: float = 0.2
     min_contrast: float = 70.0
