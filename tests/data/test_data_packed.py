@@ -12,8 +12,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from ghmdet.data.annotations import PackedImages, load_coco_annotations
+from ghmdet.data.coco_loading import load_coco_annotations
 from ghmdet.data.dataset import CocoDetectionDataset
+from ghmdet.data.packed import PackedImages
 
 
 def random_document(images: int, seed: int = 0) -> dict[str, Any]:

@@ -13,14 +13,8 @@ from PIL import Image
 
 from ghmdet.data import treecrowns
 from ghmdet.data.dataset import CocoDetectionDataset
-from ghmdet.data.treecrowns import (
-    TRAIN_SOURCES,
-    VAL_SOURCES,
-    TreeCrownsError,
-    boxes_in_tile,
-    build_treecrowns,
-    tile_origins,
-)
+from ghmdet.data.treecrown_sources import TreeCrownsError, boxes_in_tile, tile_origins
+from ghmdet.data.treecrowns import TRAIN_SOURCES, VAL_SOURCES, build_treecrowns
 
 
 def load_split(root: Path, split: str) -> dict[str, Any]:

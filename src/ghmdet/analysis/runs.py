@@ -9,14 +9,13 @@ run dir is loaded from that one.
 
 from __future__ import annotations
 
-import copy
 import os
 import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -27,8 +26,8 @@ from ghmdet.data.datamodule import DetectionDataModule
 from ghmdet.data.dataset import collate_detection
 from ghmdet.model import GHMRetinaNet
 from ghmdet.module import DetectionModule
-from ghmdet.paths import CONFIG_DIR, PROJECT_ROOT
-from ghmdet.run.record import COMPLETED, METRICS_FILE, last_checkpoint, read_metrics
+from ghmdet.paths import PROJECT_ROOT
+from ghmdet.run.record import COMPLETED, METRICS_FILE, current_config_shape, last_checkpoint, read_metrics
 
 LOSS_PAIRS: dict[str, tuple[str, ...]] = {
     "ce": ("loss/cls=ce", "loss/reg=smooth_l1"),
@@ -67,30 +66,6 @@ def checkpoint_path(path: str | os.PathLike[str]) -> Path:
     if isinstance(scored, dict) and scored.get("file"):
         return path / scored["file"]
     return last_checkpoint(path)
-
-
-def current_config_shape(config: dict[str, Any]) -> dict[str, Any]:
-    """A run record's config in the shape the builders take today.
-
-    Records written before the configs built the LightningModule and the scheduler have no ``module`` node,
-    a scheduler without ``_target_`` and the GHM statistics sync as ``trainer.sync_ghm_stats``; they get the
-    nodes ``conf/`` composes now (``conf/module/detection.yaml``, the scheduler file of their policy,
-    ``ghm_stats.sync``), so their checkpoints load. A record of the current shape is returned unchanged.
-    """
-    if "module" in config:
-        return config
-    upgraded = copy.deepcopy(config)
-    trainer = upgraded.get("trainer", {})
-    upgraded.setdefault("ghm_stats", {"sync": bool(trainer.pop("sync_ghm_stats", False))})
-    scheduler = upgraded.get("scheduler")
-    if isinstance(scheduler, dict) and "_target_" not in scheduler:
-        policy = scheduler.get("policy", "cosine")
-        composed = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "scheduler" / f"{policy}.yaml"))
-        upgraded["scheduler"] = {k: composed[k] for k in ("_target_", "_partial_")} | scheduler
-    module = OmegaConf.create({"module": OmegaConf.load(CONFIG_DIR / "module" / "detection.yaml")})
-    module = OmegaConf.merge(OmegaConf.create(upgraded), module)
-    upgraded["module"] = OmegaConf.to_container(module, resolve=True)["module"]
-    return upgraded
 
 
 def load_run(

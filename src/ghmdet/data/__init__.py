@@ -1,10 +1,18 @@
-"""Data layer: one COCO-format path for the embedded tree-crown set and COCO 2017.
+"""Data layer: one COCO-format path for the embedded sets (tree crowns, digit scenes) and COCO 2017.
 
-- :mod:`ghmdet.data.treecrowns` converts the ``deepforest`` wheel's tree crowns to tiles + COCO JSON.
-- :mod:`ghmdet.data.annotations` parses and strictly validates a COCO annotation file.
+- :mod:`ghmdet.data.treecrowns` converts the ``deepforest`` wheel's tree crowns to tiles + COCO JSON; its
+  sources and rules (locating the files, VOC reading, tiling) are in :mod:`ghmdet.data.treecrown_sources`.
+- :mod:`ghmdet.data.digits` builds the ablation benchmark (MNIST digits in aerial clutter); one scene is
+  composed by :mod:`ghmdet.data.digit_scenes`.
+- :mod:`ghmdet.data.atomic_build` is the build protocol both builders share (temporary sibling, rename).
+- :mod:`ghmdet.data.annotations` states the rules of a strict COCO annotation file (``DatasetError``, field
+  and box checks, ``read_num_classes``); :mod:`ghmdet.data.coco_records` checks the ``images`` and
+  ``annotations`` records column-wise; :mod:`ghmdet.data.coco_loading` loads a file
+  (``load_coco_annotations``) into :mod:`ghmdet.data.packed`'s flat per-image storage.
 - :mod:`ghmdet.data.dataset` holds ``CocoDetectionDataset``, which serves every COCO-format set; its images
   are decoded by the rules of :mod:`ghmdet.data.images`.
 - :mod:`ghmdet.data.resumable` holds the train loader that resumes mid-epoch.
+- :mod:`ghmdet.data.samplers` holds the evaluation sampler under DDP (every image once over all ranks).
 - :mod:`ghmdet.data.datamodule` holds ``DetectionDataModule`` and the embedded sets it can build.
 - :mod:`ghmdet.data.transforms` holds the (image, target) flips.
 - :mod:`ghmdet.data.synthetic` writes a tiny synthetic COCO set for tests.

@@ -27,15 +27,9 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from ghmdet.data.annotations import (
-    BoxPolicy,
-    CocoAnnotations,
-    DatasetError,
-    ImageRecord,
-    check_image_files,
-    load_coco_annotations,
-)
+from ghmdet.data.annotations import BoxPolicy, DatasetError
 from ghmdet.data.atomic_build import sha256_file
+from ghmdet.data.coco_loading import CocoAnnotations, check_image_files, load_coco_annotations
 from ghmdet.data.images import (
     IMAGE_READ_ERRORS,
     decode_rgb,
@@ -43,6 +37,7 @@ from ghmdet.data.images import (
     image_mode_problem,
     size_problem,
 )
+from ghmdet.data.packed import ImageRecord
 from ghmdet.data.resumable import SampleKey, private_torch_rng
 from ghmdet.data.transforms import Target, Transform
 

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from ghmdet.data.annotations import ImageRecord
+from ghmdet.data.packed import ImageRecord
 
 #: Exceptions PIL raises for unreadable, truncated or hostile image files.
 IMAGE_READ_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)

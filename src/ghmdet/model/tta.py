@@ -2,11 +2,14 @@
 
 Aerial images have no "up", so all 8 symmetries of the square (the dihedral group: 4 turns x optional mirror)
 show the same scene. Each view's detections (after the detector's own NMS) are mapped back to the original
-frame and fused with weighted box fusion (Solovyev et al., "Weighted boxes fusion", 2021): boxes of one class
-that overlap the cluster's highest-scoring box by ``iou_threshold`` or more are averaged with their scores as
-weights, and the fused score is the sum of the cluster's scores over the number of views, so a box that only
-some views found scores lower. Fusion averages out part of the per-view localisation noise, which NMS over the
-union of views would keep.
+frame and fused by a variant of weighted box fusion (WBF; Solovyev et al., "Weighted boxes fusion", 2021).
+As in WBF, a cluster's box is the average of its boxes with their scores as weights, and its score is the sum
+of its scores over the number of views, so a box that only some views found scores lower. The clusters are
+formed as in NMS: the highest-scoring free box seeds a cluster and takes every free box of its class that
+overlaps the seed by ``iou_threshold`` or more (WBF compares each box, in score order, with the running fused
+box of every cluster and needs IoU above the threshold). A cluster can then hold two boxes of one view; WBF
+scores a cluster of more boxes than views by its mean score, this variant by ``min(sum / views, 1)``. Fusion
+averages out part of the per-view localisation noise, which NMS over the union of views would keep.
 
 The paper evaluates single-pass; TTA is an opt-in inference setting (``model.tta``), off in every paper
 config.
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+import numpy as np
 import torch
 from torch import Tensor
 from torchvision.ops import box_iou
@@ -52,33 +56,64 @@ def invert_boxes(boxes: Tensor, turns: int, mirror: bool, size: tuple[int, int])
     return boxes
 
 
+def _greedy_clusters(candidates: np.ndarray) -> tuple[list[int], list[np.ndarray]]:
+    """Seeds and members of the clusters of boxes sorted by score, where ``candidates[i, j]`` says that box
+    ``j`` may join a cluster seeded by box ``i``: each still free box seeds one and takes its free
+    candidates (itself too, unless it has no area)."""
+    free = np.ones(len(candidates), dtype=bool)
+    seeds, members = [], []
+    for seed in range(len(candidates)):
+        if not free[seed]:
+            continue
+        joined = free & candidates[seed]
+        free &= ~joined
+        seeds.append(seed)
+        members.append(np.flatnonzero(joined))
+    return seeds, members
+
+
 def weighted_box_fusion(
     boxes: Tensor, scores: Tensor, labels: Tensor, num_views: int, iou_threshold: float = 0.55
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Fuse the detections of ``num_views`` views (concatenated) into one set, highest fused score first."""
+    """Fuse the detections of ``num_views`` views (concatenated) into one set, highest fused score first.
+
+    The module docstring gives the rule and how it differs from WBF.
+
+    Args:
+        boxes: ``[N, 4]`` xyxy boxes of all views, in one frame.
+        scores: ``[N]`` their scores.
+        labels: ``[N]`` their classes; only boxes of one class fuse.
+        num_views: the number of views the boxes come from (divides the cluster's score sum).
+        iou_threshold: the IoU with a cluster's seed box from which a box joins the cluster.
+
+    Returns:
+        The fused ``boxes``, ``scores`` and ``labels``, highest score first.
+
+    Raises:
+        ValueError: ``num_views`` below 1.
+    """
     if num_views < 1:
         raise ValueError(f"num_views must be >= 1, got {num_views}")
     order = scores.argsort(descending=True)
     boxes, scores, labels = boxes[order], scores[order], labels[order]
-    free = torch.ones(len(boxes), dtype=torch.bool, device=boxes.device)
-    overlap = box_iou(boxes, boxes) >= iou_threshold
-    same_class = labels[:, None] == labels[None, :]
-    fused_boxes, fused_scores, fused_labels = [], [], []
-    for seed in range(len(boxes)):
-        if not free[seed]:
-            continue
-        members = free & overlap[seed] & same_class[seed]
-        free &= ~members
-        weights = scores[members]
-        fused_boxes.append((boxes[members] * weights[:, None]).sum(dim=0) / weights.sum())
-        # a cluster can hold two boxes of one view: never score above a box that every view found
-        fused_scores.append(torch.clamp(weights.sum() / num_views, max=1.0))
-        fused_labels.append(labels[seed])
-    if not fused_boxes:
+    candidates = (box_iou(boxes, boxes) >= iou_threshold) & (labels[:, None] == labels[None, :])
+    # the clustering is sequential: on the host, after one transfer, so that a GPU never waits per box
+    seeds, members = _greedy_clusters(candidates.cpu().numpy())
+    if not seeds:
         return boxes[:0], scores[:0], labels[:0]
+    # seeds and members go to the device in one transfer: indexing by them then never waits on the host
+    indices = torch.from_numpy(np.concatenate([np.asarray(seeds, dtype=np.int64), *members])).to(boxes.device)
+    seed_indices, *member_indices = indices.split([len(seeds)] + [len(m) for m in members])
+    fused_boxes, fused_scores = [], []
+    for part in member_indices:
+        weights = scores[part]
+        total = weights.sum()
+        fused_boxes.append((boxes[part] * weights[:, None]).sum(dim=0) / total)
+        # a cluster can hold two boxes of one view: never score above a box that every view found
+        fused_scores.append(torch.clamp(total / num_views, max=1.0))
     out_scores = torch.stack(fused_scores)
     order = out_scores.argsort(descending=True)
-    return torch.stack(fused_boxes)[order], out_scores[order], torch.stack(fused_labels)[order]
+    return torch.stack(fused_boxes)[order], out_scores[order], labels[seed_indices][order]
 
 
 def fuse_views(

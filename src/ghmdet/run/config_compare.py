@@ -2,7 +2,9 @@
 
 A finished run is skipped, and a checkpoint resumed, only when the two configs differ at most under
 :data:`RESULT_NEUTRAL_KEYS` or by a moved ``paths.*``; anything else ends with
-:class:`ConfigMismatchError`, naming each changed key with both values.
+:class:`ConfigMismatchError`, naming each changed key with both values. A config recorded in an older shape
+is brought to today's first (:func:`~ghmdet.run.record.current_config_shape`): the same run is still the
+same run.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ghmdet.run.checkpoint_io import RUN_CONFIG_KEY, load_checkpoint_safely
-from ghmdet.run.record import FINISHED, read_metrics
+from ghmdet.run.record import FINISHED, current_config_shape, read_metrics
 from ghmdet.run.redaction import redact
 
 log = logging.getLogger(__name__)
@@ -164,7 +166,7 @@ def finished_run(out_dir: Path, config: dict[str, Any], skip_completed: bool) ->
     if previous is None or previous.get("status") not in FINISHED or not skip_completed:
         return None
     if isinstance(previous.get("config"), dict):
-        changes, allowed = compare_run_configs(previous["config"], config)
+        changes, allowed = compare_run_configs(current_config_shape(previous["config"]), config)
         if changes:
             raise ConfigMismatchError(config_mismatch_message(out_dir, "skipping", changes))
         if allowed:
@@ -196,7 +198,7 @@ def check_resume(
     if not isinstance(started_with, dict):
         log.warning("%s records no config: resuming it without comparing configs", last_ckpt)
         return step, []
-    changes, allowed = compare_run_configs(started_with, config)
+    changes, allowed = compare_run_configs(current_config_shape(started_with), config)
     if changes:
         raise ConfigMismatchError(config_mismatch_message(out_dir, "resuming", changes))
     return step, allowed

@@ -23,6 +23,11 @@ class RunInterrupted(BaseException):
         self.signum = signum
         self.message = message
 
+    def __reduce__(self) -> tuple[type[RunInterrupted], tuple[int, str], dict[str, Any]]:
+        # A launcher (joblib, submitit) pickles a job's exception back to the parent; the default rebuilds
+        # it from ``args`` (the message), which is not what __init__ takes.
+        return type(self), (self.signum, self.message), self.__dict__
+
     @property
     def exit_status(self) -> int:
         """128 + the signal number (143 for SIGTERM, 130 for SIGINT), as a shell reports a signal's kill."""

@@ -10,7 +10,8 @@ What a record holds (a JSON object; every run has the first group, the rest as t
 ==========================  ===============================================================================
 ``status``                  one of :data:`STATUSES`: ``running`` (written at start-up, so a job killed
                             half-way shows), ``completed``, ``diverged``, ``failed``, ``interrupted``
-``config``                  the resolved config (the raw one where an interpolation does not resolve)
+``config``                  the resolved config (the raw one where an interpolation does not resolve;
+                            an older record's shape is brought up to date by :func:`current_config_shape`)
 ``overrides``               Hydra's task overrides (the command line), ``[]`` outside Hydra
 ``git_commit``              the commit of the code (``-dirty`` for changed code), null outside git
 ``seed``, ``started``       the seed; the start time (``%Y-%m-%dT%H:%M:%S%z``)
@@ -35,6 +36,7 @@ What a record holds (a JSON object; every run has the first group, the rest as t
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -50,7 +52,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from ghmdet.paths import PROJECT_ROOT
+from ghmdet.paths import CONFIG_DIR, PROJECT_ROOT
 from ghmdet.run.redaction import redact
 from ghmdet.run.run_dir import check_output_dir, describe_os_error
 
@@ -143,6 +145,31 @@ def config_record(cfg: DictConfig) -> dict[str, Any]:
         return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
     except OmegaConfBaseException:  # an unresolvable interpolation: keep the raw config
         return OmegaConf.to_container(cfg, resolve=False)  # type: ignore[return-value]
+
+
+def current_config_shape(config: dict[str, Any]) -> dict[str, Any]:
+    """A run record's config in the shape the configs compose today.
+
+    Records written before the configs built the LightningModule and the scheduler have no ``module`` node,
+    a scheduler without ``_target_`` and the GHM statistics sync as ``trainer.sync_ghm_stats``; they get the
+    nodes ``conf/`` composes now (``conf/module/detection.yaml``, the scheduler file of their policy,
+    ``ghm_stats.sync``), so that their checkpoints load and skip / resume compare them with a config of
+    today. A record of the current shape is returned unchanged.
+    """
+    if "module" in config:
+        return config
+    upgraded = copy.deepcopy(config)
+    trainer = upgraded.get("trainer", {})
+    upgraded.setdefault("ghm_stats", {"sync": bool(trainer.pop("sync_ghm_stats", False))})
+    scheduler = upgraded.get("scheduler")
+    if isinstance(scheduler, dict) and "_target_" not in scheduler:
+        policy = scheduler.get("policy", "cosine")
+        composed = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "scheduler" / f"{policy}.yaml"))
+        upgraded["scheduler"] = {k: composed[k] for k in ("_target_", "_partial_")} | scheduler
+    module = OmegaConf.create({"module": OmegaConf.load(CONFIG_DIR / "module" / "detection.yaml")})
+    # Resolved as the entry point records a config: raw where the record holds unresolvable interpolations.
+    upgraded["module"] = config_record(OmegaConf.merge(OmegaConf.create(upgraded), module))["module"]
+    return upgraded
 
 
 def initial_record(cfg: DictConfig, config: dict[str, Any], started: float) -> dict[str, Any]:
