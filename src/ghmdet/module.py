@@ -17,7 +17,6 @@ the run dir, with original image and category ids and boxes in the original imag
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -28,6 +27,7 @@ from torch import Tensor, nn
 
 from ghmdet.distributed import is_rank_zero
 from ghmdet.evaluation import CocoDetectionMetrics, coco_results
+from ghmdet.files import write_text_atomic
 from ghmdet.losses import NonFiniteInputError
 from ghmdet.run.divergence import LossHistory, json_number
 from ghmdet.run.rng_state import RNG_STATES_KEY, capture_rng_states, restore_rng_states
@@ -251,9 +251,7 @@ class DetectionModule(L.LightningModule):
         path = Path(self.trainer.default_root_dir) / DETECTIONS_FILE
         if is_rank_zero():
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-            tmp.write_text(json.dumps(results) + "\n")
-            os.replace(tmp, path)
+            write_text_atomic(path, json.dumps(results) + "\n")
         ann_file = getattr(dataset, "ann_file", None)
         self.detections_test = {
             "file": DETECTIONS_FILE,

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from ghmdet.ablation.aggregate import RATIO_DECIMALS, AblationTable, Row
 from ghmdet.ablation.convergence import CONVERGENCE_FRACTION, NOT_CONVERGED, val_ap_at
 from ghmdet.ablation.job_results import Metric
+from ghmdet.files import write_text_atomic
 from ghmdet.paths import PROJECT_ROOT
 
 NONE = "—"
@@ -368,7 +368,4 @@ def latex(table: AblationTable) -> str:
 def write_text(path: Path, text: str) -> Path:
     """Write a file atomically (a reader never sees half a table)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(path, text)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -34,6 +33,8 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from omegaconf import DictConfig, OmegaConf
+
+from ghmdet.files import write_text_atomic
 
 SPEC_FILE = "ablation.json"
 #: the ``hydra.sweep.subdir`` every ablation sweep uses (per-job dirs that do not change between reruns)
@@ -116,10 +117,7 @@ class AblationSpec:
         """Write ``<sweep dir>/ablation.json`` (atomically)."""
         path = Path(path) if path is not None else Path(self.sweep_dir) / SPEC_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(self.to_json(), indent=2) + "\n")
-        os.replace(tmp, path)
-        return path
+        return write_text_atomic(path, json.dumps(self.to_json(), indent=2) + "\n")
 
     @classmethod
     def load(cls, sweep_dir: Path) -> AblationSpec:

@@ -40,6 +40,7 @@ from ghmdet.data.images import (
 from ghmdet.data.packed import ImageRecord
 from ghmdet.data.resumable import SampleKey, private_torch_rng
 from ghmdet.data.transforms import Target, Transform
+from ghmdet.files import write_text_atomic
 
 logger = logging.getLogger(__name__)
 _CHECK_MANIFEST_VERSION = 1
@@ -277,12 +278,9 @@ def _manifest_covers(manifest: Path, key: dict[str, Any] | None, images: int) ->
 
 def _write_manifest(manifest: Path, content: dict[str, Any]) -> None:
     """Write ``manifest`` atomically; an unwritable place costs the next start a full check, not this run."""
-    temporary = manifest.with_name(f".{manifest.name}.{os.getpid()}.tmp")
     try:
-        temporary.write_text(json.dumps(content, indent=2), encoding="utf-8")
-        os.replace(temporary, manifest)
+        write_text_atomic(manifest, json.dumps(content, indent=2))
     except OSError as exc:
-        temporary.unlink(missing_ok=True)
         logger.warning(
             "%s: cannot write the checked-image manifest (%s); the next start checks again", manifest, exc
         )

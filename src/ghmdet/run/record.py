@@ -52,6 +52,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from ghmdet.files import write_text_atomic
 from ghmdet.paths import CONFIG_DIR, PROJECT_ROOT
 from ghmdet.run.redaction import redact
 from ghmdet.run.run_dir import check_output_dir, describe_os_error
@@ -110,17 +111,8 @@ def write_json_atomic(
     Secrets (``WANDB_API_KEY`` and the like) are redacted from the payload first. ``before_replace`` runs
     once the new content is safely on disk, just before the rename.
     """
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "w") as handle:
-            handle.write(json.dumps(redact(payload), indent=2, sort_keys=False) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        if before_replace is not None:
-            before_replace()
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    text = json.dumps(redact(payload), indent=2, sort_keys=False) + "\n"
+    write_text_atomic(path, text, fsync=True, before_replace=before_replace)
 
 
 def load_record(path: Path) -> Any:

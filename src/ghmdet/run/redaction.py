@@ -15,6 +15,8 @@ from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 
+from ghmdet.files import write_text_atomic
+
 REDACTED = "<redacted>"
 # Environment variables whose values are secrets, and config keys whose values are.
 _SECRET_NAME = re.compile(r"(API_?KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIALS?)$", re.IGNORECASE)
@@ -67,9 +69,7 @@ def redact_file(path: str | os.PathLike[str]) -> bool:
     cleaned = redact_text(text)
     if cleaned == text:
         return False
-    tmp = path.with_name(f".{path.name}.redact-{os.getpid()}")
-    tmp.write_text(cleaned)
-    os.replace(tmp, path)
+    write_text_atomic(path, cleaned)
     return True
 
 
